@@ -1,0 +1,114 @@
+"""``langrl train | generate | eval | report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from langrl.errors import LangrlError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="langrl", description="Reinforcement learning with language models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="fine-tune a policy as a YAML config says")
+    train.add_argument("config", help="YAML config, e.g. configs/positive_sentiment.yaml")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any config key, e.g. --set steps=3 --set kl.coef=0.1 (repeatable)")
+    train.add_argument("--output", help="run folder (default: runs/<config name>-<timestamp>)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the "
+                                                             "run folder (default: the newest run)")
+
+    gen = sub.add_parser("generate", help="sample completions from a model")
+    gen.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, hub id or folder")
+    gen.add_argument("--prompt", required=True, action="append", help="prompt text (repeatable)")
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=0.7)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--n", type=int, default=1, help="completions per prompt")
+    gen.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
+    gen.add_argument("--seed", type=int, default=0)
+
+    ev = sub.add_parser("eval", help="mean reward and KL to the reference of a model, as JSON")
+    ev.add_argument("config", help="YAML config giving the task (prompts, reward, sampling, reference)")
+    ev.add_argument("--model", required=True, help="the policy: a checkpoint folder, embedded name or hub id")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ev.add_argument("--num-prompts", type=int, default=16, help="how many of the config's prompts")
+
+    report = sub.add_parser("report", help="(re)write report.png and report.md of a run folder")
+    report.add_argument("run_dir")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except LangrlError as e:
+        print(f"langrl {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint can be continued with --resume", file=sys.stderr)
+        return 130
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from langrl.trainer import train
+
+    result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
+    s = result.summary
+    print(f"\nrun folder: {result.run_dir}")
+    print(f"reward: first-10 mean {fmt(s['reward_first10'])}, last-10 mean {fmt(s['reward_last10'])}; "
+          f"final kl/ref {fmt(s['kl_final'])} nats; {fmt(s['step_s_median'])} s/step")
+    print(f"report: {result.run_dir / 'report.md'}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from langrl.models import load_lm
+    from langrl.prompts import PromptSet, encode
+    from langrl.rollout import SamplingConfig
+    from langrl.trainer import rollout_prompts
+
+    lm = load_lm(args.model)
+    prompts = PromptSet(texts=args.prompt, ids=encode(args.prompt, lm.tokenizer, not args.no_chat),
+                        per_step=len(args.prompt), seed=args.seed)
+    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, top_k=args.top_k, group_size=args.n)
+    generator = torch.Generator(device=next(lm.model.parameters()).device).manual_seed(args.seed)
+    _, texts, completions = rollout_prompts(lm.model, lm.tokenizer, prompts, list(range(len(args.prompt))),
+                                            sampling, generator)
+    for text, completion in zip(texts, completions, strict=True):
+        print(json.dumps({"prompt": text, "completion": completion}, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from langrl.evaluate import evaluate
+
+    print(json.dumps(evaluate(args.config, args.model, args.num_prompts, args.overrides), indent=2,
+                     ensure_ascii=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from langrl.eval import write_report
+
+    print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "report": cmd_report}
+
+if __name__ == "__main__":
+    sys.exit(main())

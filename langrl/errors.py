@@ -1,0 +1,13 @@
+"""Exceptions that carry a message meant for the user, not a traceback."""
+
+
+class LangrlError(Exception):
+    """Base class: the CLI prints these as one clean line and exits 2."""
+
+
+class ConfigError(LangrlError, ValueError):
+    """A configuration value is wrong. The message names the field, the bad value and the fix."""
+
+
+class RewardError(LangrlError, RuntimeError):
+    """A reward function raised or returned a non-finite value."""

@@ -1,0 +1,42 @@
+"""Advantages for sequence-level rewards: moving-average baseline, leave-one-out, group-normalised.
+
+All take rewards of shape (P, G): P prompts, G completions each, and return the same shape.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def baseline_advantages(rewards: torch.Tensor, baseline: float) -> torch.Tensor:
+    """REINFORCE with a baseline (Williams 1992): A = r - b, with b a running mean of past rewards."""
+    return rewards - baseline
+
+
+def update_moving_average(average: float | None, rewards: torch.Tensor, momentum: float) -> float:
+    """Exponential moving average of the batch mean reward: b <- m b + (1 - m) mean(r); first call: mean(r)."""
+    batch_mean = float(rewards.mean())
+    return batch_mean if average is None else momentum * average + (1.0 - momentum) * batch_mean
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024).
+
+    A_i = r_i - mean_{j != i} r_j = G / (G - 1) * (r_i - mean_j r_j). Needs G >= 2.
+    """
+    g = rewards.size(-1)
+    if g < 2:
+        raise ValueError("RLOO needs at least 2 completions per prompt (sampling.group_size >= 2)")
+    return (rewards - rewards.mean(-1, keepdim=True)) * (g / (g - 1))
+
+
+def grpo_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024, DeepSeekMath): A_i = (r_i - mean(r)) / (std(r) + eps) within each group.
+
+    ``std`` is the unbiased sample standard deviation, as in TRL. ``scale=False`` keeps only the
+    centring (Dr. GRPO, Liu et al. 2025), which avoids up-weighting groups whose rewards barely differ.
+    """
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    if not scale:
+        return centred
+    return centred / (rewards.std(-1, keepdim=True) + eps)

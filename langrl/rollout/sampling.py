@@ -1,0 +1,145 @@
+"""Batched sampling with a KV cache.
+
+``sample`` is a pure function of a policy snapshot (the model's weights), the prompts and a seeded
+generator, so it can run in a separate worker. The prompts are encoded once: their forward pass fills a
+KV cache of batch P, which is then repeated G times, so G completions per prompt share the prompt's
+computation instead of recomputing it (HF ``generate`` with ``num_return_sequences`` repeats the prompt
+before the prefill).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from langrl.losses.logprobs import token_logprobs
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How completions are drawn. ``top_k = 0`` and ``top_p = 1`` disable those filters."""
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    group_size: int = 1
+
+
+@dataclass
+class Rollout:
+    """Sampled completions for P prompts x G completions each, B = P * G rows in prompt-major order.
+
+    prompt_ids:      (B, Tp) left-padded prompt tokens
+    prompt_mask:     (B, Tp) 1 on real prompt tokens
+    completion_ids:  (B, Tc) right-padded sampled tokens (pad after EOS)
+    completion_mask: (B, Tc) 1 on sampled tokens up to and including EOS
+    logprobs:        (B, Tc) log-prob of each sampled token under the sampling policy (logits / T, before
+                     top-k/top-p truncation, as in TRL/OpenRLHF), 0 where masked. These are the old-policy
+                     log-probs of the update: no second pass is needed for them.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    logprobs: torch.Tensor
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """(B, Tp + Tc) prompt and completion side by side."""
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """(B, Tp + Tc)."""
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits (N, V) outside the top-k set and outside the smallest top-p nucleus with -inf."""
+    if top_k > 0 and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the mass before it already reaches top_p; the top token always stays.
+        drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def sample(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    config: SamplingConfig,
+    eos_token_id: int | list[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Draw ``config.group_size`` completions for each of the P left-padded prompts (P, Tp).
+
+    Each sequence stops at its first EOS; the loop ends when all have stopped or after
+    ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows.
+    """
+    with torch.inference_mode():
+        rollout = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, generator)
+    # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
+    return Rollout(*(t.clone() for t in rollout))
+
+
+def sample_tensors(
+    model: PreTrainedModel,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    config: SamplingConfig,
+    eos_token_id: int | list[int],
+    pad_token_id: int,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, ...]:
+    """The sampling loop of :func:`sample`; returns the Rollout's fields in order."""
+    g = config.group_size
+    eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id,
+                       device=prompt_ids.device)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
+                past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    if g > 1:
+        cache.batch_repeat_interleave(g)
+    logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)
+    mask = prompt_mask.repeat_interleave(g, dim=0)
+    next_pos = positions[:, -1:].repeat_interleave(g, dim=0) + 1
+    b = logits.size(0)
+    done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+    tokens, logps, alive = [], [], []
+    for _ in range(config.max_new_tokens):
+        scaled = logits / config.temperature
+        probs = filter_logits(scaled, config.top_k, config.top_p).softmax(-1)
+        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = token.masked_fill(done, pad_token_id)
+        tokens.append(token)
+        logps.append(token_logprobs(scaled, token))
+        alive.append(~done)
+        done = done | torch.isin(token, eos)
+        if bool(done.all()):
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                    past_key_values=cache, use_cache=True)
+        cache, next_pos = out.past_key_values, next_pos + 1
+        logits = out.logits[:, -1].float()
+    completion_mask = torch.stack(alive, dim=1).to(prompt_mask.dtype)
+    return (
+        prompt_ids.repeat_interleave(g, dim=0),
+        prompt_mask.repeat_interleave(g, dim=0),
+        torch.stack(tokens, dim=1),
+        completion_mask,
+        torch.stack(logps, dim=1) * completion_mask,
+    )

@@ -1,0 +1,236 @@
+"""The training loop: config -> models -> rollout -> reward -> KL -> advantage -> update -> log/checkpoint.
+
+Everything random is a function of (seed, step): the prompts of step s and the sampling generator of step
+s are derived from them, so a run resumed from the checkpoint at step k reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from langrl.algorithms.batch import Batch
+from langrl.algorithms.policy_gradient import PolicyGradient
+from langrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from langrl.config import Config, config_to_yaml, load_config
+from langrl.errors import ConfigError
+from langrl.eval import RunLogger, summarise, write_report
+from langrl.io import atomic_write_text, read_jsonl
+from langrl.losses.kl import KL_ESTIMATORS, kl_exact, sequence_kl
+from langrl.losses.logprobs import completion_logits, token_logprobs
+from langrl.models import Reference, apply_lora, load_lm
+from langrl.prompts import PromptSet, build_prompts, left_pad
+from langrl.rewards import RewardFn, build_reward, score
+from langrl.rollout import Rollout, SamplingConfig, sample
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` returns: where the run lives and how it ended."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    summary: dict[str, Any]
+
+
+@dataclass
+class Run:
+    """The live objects of one training run."""
+
+    config: Config
+    policy: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    reference: Reference
+    optimizer: torch.optim.Optimizer
+    algorithm: PolicyGradient
+    reward: RewardFn
+    prompts: PromptSet
+    sampling: SamplingConfig
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+
+def train(config: Config | dict[str, Any] | str | Path, output: str | Path | None = None,
+          resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+    """Train a policy as ``config`` says; return the run directory and the final metrics.
+
+    ``config`` is a :class:`Config`, a dict, or a YAML path. Without ``output`` the run goes to
+    ``runs/<config name>-<timestamp>``; with ``resume`` (and no ``output``) the newest such folder is
+    continued from its last checkpoint.
+    """
+    name = Path(config).stem if isinstance(config, (str, Path)) else "run"
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    run_dir = resolve_run_dir(name, output, resume)
+    run = build_run(cfg)
+    start = restore(run, run_dir) if resume else 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    last: dict[str, float] = {}
+    with RunLogger(run_dir, start_step=start, tensorboard=cfg.log.tensorboard) as logger:
+        if start == 0:
+            log_eval_samples(run, logger, "before", 0)
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", disable=not cfg.log.progress,
+                   dynamic_ncols=True)
+        for step in range(start + 1, cfg.steps + 1):
+            last, texts = train_step(run, step)
+            logger.log_metrics(step, last)
+            if step == 1 or step % cfg.log.sample_every == 0:
+                logger.log_samples(step, *texts)
+            if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
+                save_checkpoint(run_dir, step, run.policy, run.tokenizer, run.optimizer,
+                                {"algorithm": run.algorithm.state_dict()}, cfg.log.keep_checkpoints)
+            bar.set_postfix(reward=f"{last['reward/mean']:.3f}", kl=f"{last['kl/ref']:.3f}")
+            bar.update(1)
+        bar.close()
+        log_eval_samples(run, logger, "after", cfg.steps)
+    write_report(run_dir)
+    return TrainResult(run_dir=run_dir, metrics=last, summary=summarise(read_jsonl(run_dir / "metrics.jsonl")))
+
+
+def resolve_run_dir(name: str, output: str | Path | None, resume: bool) -> Path:
+    """The run folder: ``output``, a new timestamped folder, or (resume) the newest earlier one."""
+    if output is None:
+        if resume:
+            earlier = sorted(Path("runs").glob(f"{name}-*"), key=lambda p: p.stat().st_mtime)
+            if not earlier:
+                raise ConfigError(f"--resume: no earlier run of {name!r} under runs/; pass --output DIR")
+            return earlier[-1]
+        return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(output)
+    if not resume and ((run_dir / "metrics.jsonl").exists() or list_checkpoints(run_dir)):
+        raise ConfigError(f"--output {str(run_dir)!r} already holds a run; pass --resume to continue it "
+                          f"or choose another folder")
+    return run_dir
+
+
+def build_run(cfg: Config) -> Run:
+    """Load the model, the reference, LoRA, optimizer, reward and prompts."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
+    # Built even when kl.coef = 0: kl/ref is always logged.
+    reference = Reference(lm.model, use_adapter=use_adapter)
+    policy: PreTrainedModel = lm.model
+    if cfg.lora is not None:
+        policy = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    policy.eval()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay)
+    algorithm = PolicyGradient(cfg.algorithm, cfg.train, cfg.kl, cfg.sampling.temperature,
+                               cfg.optim.max_grad_norm)
+    sampling = SamplingConfig(**cfg.sampling.model_dump())
+    return Run(config=cfg, policy=policy, tokenizer=lm.tokenizer, reference=reference, optimizer=optimizer,
+               algorithm=algorithm, reward=build_reward(cfg.reward),
+               prompts=build_prompts(cfg.prompts, lm.tokenizer, cfg.seed), sampling=sampling)
+
+
+def restore(run: Run, run_dir: Path) -> int:
+    """Load the newest checkpoint of ``run_dir`` into ``run``; return its step (0 when there is none)."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        return 0
+    state = load_checkpoint(checkpoints[-1], run.policy, run.optimizer)
+    run.algorithm.load_state_dict(state.get("algorithm", {}))
+    return int(state["step"])
+
+
+def step_generator(run: Run, step: int) -> torch.Generator:
+    """The sampling RNG of ``step``: a pure function of (seed, step), so resumed runs draw the same."""
+    return torch.Generator(device=run.device).manual_seed(run.config.seed * 1_000_003 + step)
+
+
+def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
+                    indices: list[int], sampling: SamplingConfig,
+                    generator: torch.Generator) -> tuple[Rollout, list[str], list[str]]:
+    """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions."""
+    device = next(policy.parameters()).device
+    ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
+    rollout = sample(policy, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id, generator)
+    completions = tokenizer.batch_decode(rollout.completion_ids, skip_special_tokens=True)
+    texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
+    return rollout, texts, completions
+
+
+def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], list[str], list[float]]]:
+    """Sample, score, compute the KL to the reference, update. Returns metrics and (prompts, completions,
+    rewards) for logging."""
+    cfg = run.config
+    t0 = time.perf_counter()
+    rollout, prompts, completions = rollout_prompts(run.policy, run.tokenizer, run.prompts,
+                                                    run.prompts.for_step(step - 1), run.sampling,
+                                                    step_generator(run, step))
+    t_sample = time.perf_counter()
+    rewards = score(run.reward, prompts, completions)
+    t_reward = time.perf_counter()
+    batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling)
+    t_ref = time.perf_counter()
+    for group in run.optimizer.param_groups:
+        group["lr"] = cfg.optim.lr * min(1.0, step / max(1, cfg.optim.warmup_steps))
+    update = run.algorithm.update(run.policy, run.optimizer, batch)
+    t_end = time.perf_counter()
+    reward_t = batch.rewards
+    lengths = rollout.completion_mask.sum(-1).float()
+    metrics = {
+        "reward/mean": float(reward_t.mean()),
+        "reward/std": float(reward_t.std()) if len(reward_t) > 1 else 0.0,
+        "kl/ref": float(sequence_kl(batch.kl_tokens, batch.completion_mask).mean()),
+        **update,
+        "completion/length": float(lengths.mean()),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "time/step_s": t_end - t0,
+        "time/sample_s": t_sample - t0,
+        "time/reward_s": t_reward - t_sample,
+        "time/reference_s": t_ref - t_reward,
+        "time/update_s": t_end - t_ref,
+        "samples/per_s": len(reward_t) / (t_end - t0),
+    }
+    return metrics, (prompts, completions, rewards)
+
+
+def make_batch(policy: PreTrainedModel, reference: Reference, rollout: Rollout, rewards: list[float],
+               estimator: str, sampling: SamplingConfig) -> Batch:
+    """Reference log-probs and per-token KL at sampling time, packed with the rollout."""
+    tc = rollout.completion_ids.size(1)
+    temperature = sampling.temperature
+    ref_logits = reference.logits(policy, rollout.input_ids, rollout.attention_mask, tc, temperature)
+    ref_logp = token_logprobs(ref_logits, rollout.completion_ids)
+    if estimator == "exact":
+        # The exact KL needs the policy's full distribution, which sampling did not keep: one no-grad pass.
+        with torch.inference_mode():
+            logits = completion_logits(policy, rollout.input_ids, rollout.attention_mask, tc, temperature)
+            kl_tokens = kl_exact(logits, ref_logits)
+    else:
+        kl_tokens = KL_ESTIMATORS[estimator](rollout.logprobs, ref_logp)
+    mask = rollout.completion_mask
+    return Batch(
+        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+        completion_ids=rollout.completion_ids, completion_mask=mask,
+        old_logprobs=rollout.logprobs, ref_logprobs=ref_logp * mask,
+        rewards=torch.tensor(rewards, dtype=torch.float32, device=mask.device),
+        group_size=sampling.group_size, kl_tokens=kl_tokens * mask,
+        # clone: an inference-mode tensor cannot be saved for the backward of the exact KL loss.
+        ref_logits=ref_logits.clone() if estimator == "exact" else None,
+    )
+
+
+def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None:
+    """Sample the first ``prompts.eval_count`` prompts with a fixed seed, before or after training."""
+    count = min(run.config.prompts.eval_count, len(run.prompts.texts))
+    if count == 0:
+        return
+    sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": 1})
+    generator = torch.Generator(device=run.device).manual_seed(run.config.seed + 12345)
+    _, prompts, completions = rollout_prompts(run.policy, run.tokenizer, run.prompts, list(range(count)),
+                                              sampling, generator)
+    logger.log_eval_samples(phase, step, prompts, completions, score(run.reward, prompts, completions))
