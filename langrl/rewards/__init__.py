@@ -1,0 +1,71 @@
+"""Rewards: callables ``(prompts, completions) -> list[float]``, built from config or by hand.
+
+- `RewardFn`: the protocol; `reward_name` reads a reward's name for messages.
+- `score`: call a reward and raise `RewardError` (naming reward and completion) on any fault.
+- `build_reward`: ``RewardSpec`` (or a mapping, or a list of either) -> reward.
+- Built-ins: `VaderReward`, `LengthReward`, `RegexReward`, `ContainsReward`,
+  `ClassifierReward`, `PythonReward`, and `WeightedSum` to combine them.
+
+`ClassifierReward` is imported lazily (on first attribute access) because importing
+transformers costs seconds and most runs never need it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langrl.rewards.base import RewardFn, reward_name
+from langrl.rewards.build import build_reward
+from langrl.rewards.composite import WeightedSum
+from langrl.rewards.config import (
+    REWARD_TYPES,
+    ClassifierSpec,
+    ContainsSpec,
+    LengthSpec,
+    PythonSpec,
+    RegexSpec,
+    RewardSpec,
+    VaderSpec,
+    parse_reward_spec,
+)
+from langrl.rewards.length import LengthReward
+from langrl.rewards.patterns import ContainsReward, RegexReward
+from langrl.rewards.python_fn import PythonReward, load_function
+from langrl.rewards.scoring import score
+from langrl.rewards.vader import VaderReward
+
+if TYPE_CHECKING:
+    from langrl.rewards.classifier import ClassifierReward
+
+__all__ = [
+    "REWARD_TYPES",
+    "ClassifierReward",
+    "ClassifierSpec",
+    "ContainsReward",
+    "ContainsSpec",
+    "LengthReward",
+    "LengthSpec",
+    "PythonReward",
+    "PythonSpec",
+    "RegexReward",
+    "RegexSpec",
+    "RewardFn",
+    "RewardSpec",
+    "VaderReward",
+    "VaderSpec",
+    "WeightedSum",
+    "build_reward",
+    "load_function",
+    "parse_reward_spec",
+    "reward_name",
+    "score",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import `ClassifierReward` (and with it torch + transformers) only when first asked for."""
+    if name == "ClassifierReward":
+        from langrl.rewards.classifier import ClassifierReward
+
+        return ClassifierReward
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
