@@ -11,7 +11,8 @@ from langrl.errors import LangrlError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="langrl", description="Reinforcement learning with language models.")
+    parser = argparse.ArgumentParser(prog="langrl",
+                                     description="Reinforcement learning with language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="fine-tune a policy as a YAML config says")

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from langrl.errors import ConfigError
-from langrl.rewards import RewardSpec
+from langrl.rewards import RewardSpec, parse_reward_spec
 
 
 class Section(BaseModel):
@@ -155,10 +155,17 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
         if not isinstance(data, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}")
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, "
+                              f"not {type(data).__name__}")
         base = path.parent
     for assignment in overrides:
         set_override(data, assignment)
+    # The reward union gets its own messages ("unknown reward type 'x'; allowed types: ...").
+    reward = data.get("reward")
+    if isinstance(reward, list):
+        data["reward"] = [parse_reward_spec(item, f"reward[{i}]") for i, item in enumerate(reward)]
+    elif reward is not None:
+        data["reward"] = parse_reward_spec(reward)
     try:
         config = Config.model_validate(data)
     except ValidationError as e:

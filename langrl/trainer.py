@@ -92,7 +92,8 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
         bar.close()
         log_eval_samples(run, logger, "after", cfg.steps)
     write_report(run_dir)
-    return TrainResult(run_dir=run_dir, metrics=last, summary=summarise(read_jsonl(run_dir / "metrics.jsonl")))
+    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
+    return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
 
 
 def resolve_run_dir(name: str, output: str | Path | None, resume: bool) -> Path:

@@ -77,6 +77,8 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
         lm.model.to(device=dev, dtype=torch_dtype)
         return lm
     folder = locate(name)
+    if (Path(folder) / "adapter_config.json").exists():
+        return load_adapter(name, folder, dtype=dtype, device=device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
@@ -89,6 +91,18 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
     prepare_tokenizer(tokenizer)
     model.to(dev)
     return LM(model=model, tokenizer=tokenizer, name=name)
+
+
+def load_adapter(name: str, folder: str, dtype: str, device: str) -> LM:
+    """A LoRA checkpoint: load its base model (as recorded by PEFT) and merge the adapter into it."""
+    import json
+
+    from peft import PeftModel
+
+    base_name = json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = load_lm(base_name, dtype=dtype, device=device)
+    model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
+    return LM(model=model, tokenizer=base.tokenizer, name=name)
 
 
 def locate(name: str) -> str:

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+
+# Keep the default run offline and quiet; no test reads the user's real cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture
+def tiny():
+    from langrl.models import tiny_lm
+
+    return tiny_lm(seed=0)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGRL_CACHE", str(tmp_path / "cache"))

@@ -1,0 +1,194 @@
+"""Tier 2-3: end-to-end training on a tiny model: smoke per algorithm, resume, errors, learning."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import langrl
+from langrl.cli import main
+from langrl.errors import ConfigError, RewardError
+from langrl.io import read_jsonl
+
+TIME_KEYS = ("time/", "samples/per_s")
+
+
+def tiny_config(**extra):
+    config = {
+        "model": "tiny",
+        "algorithm": "grpo",
+        "steps": 3,
+        "prompts": {"items": ["hello", "world", "abc", "xyz"], "template": "Say {item}", "per_step": 2,
+                    "eval_count": 2},
+        "sampling": {"max_new_tokens": 8, "group_size": 3},
+        "reward": {"type": "length", "target": 4, "unit": "chars"},
+        "optim": {"lr": 1e-3},
+        "log": {"checkpoint_every": 2, "progress": False, "tensorboard": False},
+    }
+    for key, value in extra.items():
+        node = config
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config
+
+
+def initial_weights():
+    return {k: v.clone() for k, v in langrl.tiny_lm(seed=0).model.state_dict().items()}
+
+
+def final_weights(run_dir, steps):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "checkpoints" / f"step-{steps}" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("algorithm", ["reinforce", "rloo", "grpo"])
+@pytest.mark.parametrize("kl_mode", ["reward", "loss"])
+def test_each_algorithm_updates_weights_with_finite_metrics(tmp_path, algorithm, kl_mode):
+    result = langrl.train(tiny_config(algorithm=algorithm, kl__mode=kl_mode), output=tmp_path / "run")
+    rows = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        for key in ("reward/mean", "reward/std", "kl/ref", "entropy", "loss/policy", "time/step_s",
+                    "samples/per_s"):
+            assert math.isfinite(row[key]), (key, row)
+    before, after = initial_weights(), final_weights(result.run_dir, 3)
+    changed = [k for k in after if not torch.equal(before[k], after[k])]
+    assert changed, "no parameter changed"
+    assert (result.run_dir / "report.md").exists() and (result.run_dir / "report.png").exists()
+
+
+def test_exact_kl_estimator_and_multi_epoch_clipping(tmp_path):
+    result = langrl.train(tiny_config(kl__estimator="exact", kl__mode="loss", train__epochs=2,
+                                      train__micro_batch_size=2), output=tmp_path / "run")
+    row = read_jsonl(result.run_dir / "metrics.jsonl")[-1]
+    assert row["kl/ref"] >= 0 and math.isfinite(row["loss/kl"])
+
+
+def test_lora_trains_only_the_adapter_and_uses_it_as_reference(tmp_path):
+    result = langrl.train(tiny_config(lora={"r": 4, "alpha": 8}), output=tmp_path / "run")
+    ckpt = result.run_dir / "checkpoints" / "step-3"
+    assert (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "model.safetensors").exists()
+    assert math.isfinite(result.metrics["kl/ref"])
+
+
+def test_run_directory_contents(tmp_path):
+    config = tiny_config(log__tensorboard=True, log__sample_every=1)
+    run = langrl.train(config, output=tmp_path / "run").run_dir
+    assert (run / "config.yaml").read_text().startswith("model: tiny")
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    samples = read_jsonl(run / "samples.jsonl")
+    assert {"step", "prompt", "completion", "reward"} <= set(samples[0])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-2", "step-3"]
+    phases = {row["phase"] for row in read_jsonl(run / "eval_samples.jsonl")}
+    assert phases == {"before", "after"}
+    assert "Before / after" in (run / "report.md").read_text()
+
+
+def strip_times(rows):
+    return [{k: v for k, v in row.items() if not k.startswith(TIME_KEYS)} for row in rows]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce"])
+def test_resume_equals_uninterrupted(tmp_path, algorithm):
+    config = tiny_config(algorithm=algorithm, steps=4)
+    full = langrl.train(config, output=tmp_path / "full").run_dir
+    # Interrupted after step 2 (its checkpoint), then resumed to step 4.
+    part = tmp_path / "part"
+    langrl.train({**config, "steps": 2}, output=part)
+    (part / "checkpoints" / "step-2").rename(part / "checkpoints" / "step-2")
+    langrl.train(config, output=part, resume=True)
+    a, b = strip_times(read_jsonl(full / "metrics.jsonl")), strip_times(read_jsonl(part / "metrics.jsonl"))
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
+
+
+def test_resume_after_a_crash_drops_rows_past_the_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    langrl.train(tiny_config(steps=3), output=run)
+    # Pretend the process died after logging step 3 but before its checkpoint landed.
+    import shutil
+
+    shutil.rmtree(run / "checkpoints" / "step-3")
+    langrl.train(tiny_config(steps=3), output=run, resume=True)
+    assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_output_folder_with_a_run_needs_resume(tmp_path):
+    langrl.train(tiny_config(steps=1), output=tmp_path / "run")
+    with pytest.raises(ConfigError, match="--resume"):
+        langrl.train(tiny_config(steps=1), output=tmp_path / "run")
+
+
+def test_reward_error_names_reward_and_completion_and_keeps_the_run(tmp_path, monkeypatch):
+    module = tmp_path / "flaky_reward.py"
+    module.write_text(
+        "calls = {'n': 0}\n"
+        "def reward(prompts, completions):\n"
+        "    calls['n'] += 1\n"
+        "    return [float('nan') if calls['n'] > 3 else 1.0 for _ in completions]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tiny_config(steps=5, reward={"type": "python", "function": "flaky_reward:reward"},
+                         prompts__eval_count=0)
+    with pytest.raises(RewardError) as e:
+        langrl.train(config, output=tmp_path / "run")
+    assert "flaky_reward" in str(e.value) or "reward" in str(e.value)
+    assert "nan" in str(e.value).lower()
+    rows = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3], "steps before the failure stay on disk"
+    assert (tmp_path / "run" / "checkpoints" / "step-2").exists()
+
+
+def test_cli_train_eval_generate(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", str(config), "--set", "steps=2", "--output", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out and "run folder:" in out
+    ckpt = tmp_path / "run" / "checkpoints" / "step-2"
+    assert main(["eval", str(config), "--model", str(ckpt), "--num-prompts", "2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["completions"] == 6 and math.isfinite(result["reward/mean"]) and result["kl/ref"] >= 0
+    assert main(["generate", "--model", str(ckpt), "--prompt", "hi", "--max-new-tokens", "5"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["prompt"] == "hi"
+
+
+def test_cli_config_error_exits_2_with_a_clear_message(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    import yaml
+
+    config.write_text(yaml.safe_dump(tiny_config()))
+    assert main(["train", str(config), "--set", "algorithm=ppo2"]) == 2
+    err = capsys.readouterr().err
+    assert "algorithm = 'ppo2'" in err and "'grpo'" in err
+
+
+def test_tiny_model_learns_a_simple_reward(tmp_path):
+    """Seeded learning threshold: reward = share of completion characters that are 'a'."""
+    module = tmp_path / "letter_a.py"
+    module.write_text(
+        "def reward(prompts, completions):\n"
+        "    return [c.count('a') / max(1, len(c)) for c in completions]\n"
+    )
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        config = tiny_config(steps=40, reward={"type": "python", "function": "letter_a:reward"},
+                             optim__lr=1e-2, kl__coef=0.0, sampling__group_size=8,
+                             log__checkpoint_every=100, prompts__eval_count=0)
+        rows = read_jsonl(langrl.train(config, output=tmp_path / "run").run_dir / "metrics.jsonl")
+    finally:
+        sys.path.remove(str(tmp_path))
+    first = sum(r["reward/mean"] for r in rows[:5]) / 5
+    last = sum(r["reward/mean"] for r in rows[-5:]) / 5
+    assert first < 0.05 and last > 0.3, (first, last)
