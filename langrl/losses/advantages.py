@@ -14,7 +14,7 @@ def baseline_advantages(rewards: torch.Tensor, baseline: float) -> torch.Tensor:
 
 
 def update_moving_average(average: float | None, rewards: torch.Tensor, momentum: float) -> float:
-    """Exponential moving average of the batch mean reward: b <- m b + (1 - m) mean(r); first call: mean(r)."""
+    """Moving average of the batch mean reward: b <- m b + (1 - m) mean(r); the first call gives mean(r)."""
     batch_mean = float(rewards.mean())
     return batch_mean if average is None else momentum * average + (1.0 - momentum) * batch_mean
 

@@ -88,7 +88,8 @@ def sample(
     ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows.
     """
     with torch.inference_mode():
-        rollout = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id, generator)
+        rollout = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
+                                 generator)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
     return Rollout(*(t.clone() for t in rollout))
 
