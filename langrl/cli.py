@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_library_progress_bars()
     try:
         return COMMANDS[args.command](args)
     except LangrlError as e:
@@ -55,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint can be continued with --resume", file=sys.stderr)
         return 130
+
+
+def quiet_library_progress_bars() -> None:
+    """transformers draws a bar for every weight load and save; the CLI shows only its own."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
