@@ -71,6 +71,8 @@ class OptimConfig(Section):
     betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient norm clip; 0 disables")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "linear", description="learning rate after warm-up: constant, or decayed to 0 at the last step")
 
 
 class TrainConfig(Section):

@@ -26,8 +26,7 @@ def evaluate(config: Config | dict[str, Any] | str | Path, model: str, num_promp
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     policy = load_lm(model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
     reference_lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
-    reference = Reference(reference_lm.model, use_adapter=False)
-    del reference_lm
+    reference = Reference(reference_lm.model, use_adapter=False, copy_weights=False)
     prompts = build_prompts(cfg.prompts, policy.tokenizer, cfg.seed)
     sampling = SamplingConfig(**cfg.sampling.model_dump())
     reward = build_reward(cfg.reward)

@@ -6,6 +6,7 @@ s are derived from them, so a run resumed from the checkpoint at step k reproduc
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,7 +178,7 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
     batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling)
     t_ref = time.perf_counter()
     for group in run.optimizer.param_groups:
-        group["lr"] = cfg.optim.lr * min(1.0, step / max(1, cfg.optim.warmup_steps))
+        group["lr"] = cfg.optim.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.schedule)
     update = run.algorithm.update(run.policy, run.optimizer, batch)
     t_end = time.perf_counter()
     reward_t = batch.rewards
@@ -197,6 +198,19 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
         "samples/per_s": len(reward_t) / (t_end - t0),
     }
     return metrics, (prompts, completions, rewards)
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """Learning-rate multiplier at ``step`` (1-based): linear warm-up, then constant or decayed so that
+    the last step still moves (decay reaches 0 one step after the end), as in HF Trainer / TRL."""
+    if step <= warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, steps - warmup + 1)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
 
 
 def make_batch(policy: PreTrainedModel, reference: Reference, rollout: Rollout, rewards: list[float],

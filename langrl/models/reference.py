@@ -29,14 +29,16 @@ class Reference:
     """Computes pi_ref's logits on completions; holds a frozen copy unless it can borrow the policy.
 
     Build it before LoRA is applied (for a copy) and before a checkpoint is loaded into the policy, so
-    that the reference stays the initial model.
+    that the reference stays the initial model. ``copy_weights=False`` takes ``model`` itself as the
+    frozen reference (when the caller has a separate instance for it).
     """
 
-    def __init__(self, model: PreTrainedModel, use_adapter: bool):
+    def __init__(self, model: PreTrainedModel, use_adapter: bool, copy_weights: bool = True):
         self.use_adapter = use_adapter
         self.frozen: PreTrainedModel | None = None
         if not use_adapter:
-            self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
+            frozen = copy.deepcopy(model) if copy_weights else model
+            self.frozen = frozen.eval().requires_grad_(False)
 
     @torch.inference_mode()
     def logits(self, policy: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
