@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, load_model, save_model
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.io import atomic_dir
@@ -20,8 +22,12 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
 def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int) -> Path:
-    """Write ``checkpoints/step-{step}`` atomically, then drop all but the ``keep`` newest."""
+                    optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int,
+                    modules: dict[str, nn.Module] | None = None) -> Path:
+    """Write ``checkpoints/step-{step}`` atomically, then drop all but the ``keep`` newest.
+
+    ``modules`` (an algorithm's value head, critic or proposal) go to ``<name>.safetensors``.
+    """
     final = run_dir / "checkpoints" / f"step-{step}"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final) as tmp:
@@ -29,6 +35,8 @@ def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer:
         tokenizer.save_pretrained(tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
+        for name, module in (modules or {}).items():
+            save_model(module, str(tmp / f"{name}.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
@@ -44,10 +52,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found) if (p / "trainer_state.json").exists()]
 
 
-def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore the trainable weights, optimizer and RNG from ``path``; return the trainer state."""
-    from safetensors.torch import load_file
-
+def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+                    modules: dict[str, nn.Module] | None = None) -> dict[str, Any]:
+    """Restore the trainable weights, extra modules, optimizer and RNG from ``path``; return the trainer
+    state."""
     weights = path / "adapter_model.safetensors"
     if weights.exists():
         from peft import set_peft_model_state_dict
@@ -60,6 +68,8 @@ def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.O
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, "
                                f"unexpected {unexpected}")
+    for name, module in (modules or {}).items():
+        load_model(module, str(path / f"{name}.safetensors"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
     return json.loads((path / "trainer_state.json").read_text())

@@ -56,6 +56,9 @@ class KLConfig(Section):
     reference: Literal["auto", "copy", "adapter"] = Field(
         "auto", description="copy: a frozen copy of the initial model; adapter: the LoRA network with the "
                             "adapter disabled (needs lora); auto: adapter with LoRA, else copy")
+    target: float | None = Field(None, gt=0, description="adaptive controller (Ziegler et al. 2019): steer "
+                                                        "coef so that kl/ref approaches this many nats")
+    horizon: int = Field(10000, ge=1, description="adaptive controller horizon, in samples")
 
 
 class LoraConfig(Section):
@@ -85,6 +88,34 @@ class TrainConfig(Section):
     scale_rewards: bool = Field(True, description="GRPO: divide by the group's reward std")
 
 
+class ActorCriticConfig(Section):
+    """A2C and PPO: token-level GAE with a value head (Schulman et al. 2016, 2017; Ziegler et al. 2019)."""
+
+    gamma: float = Field(1.0, ge=0, le=1, description="discount over completion tokens")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    value_coef: float = Field(0.5, ge=0, description="weight of the value loss")
+    value_clip: float | None = Field(0.2, gt=0, description="PPO value clipping; null disables")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus")
+    whiten_rewards: bool = Field(False, description="whiten sequence scores across the batch")
+    whiten_advantages: bool = Field(True, description="whiten advantages across the batch's tokens")
+    critic: Literal["shared", "separate"] = Field(
+        "shared", description="shared: value head on the policy's trunk; separate: a copy of the model")
+
+
+class DPGConfig(Section):
+    """Distributional policy gradient toward pi* = pi0 exp(r / beta) / Z, beta = kl.coef."""
+
+    constraint: bool = Field(False, description="target pi0(y) a(y) / Z instead, a(y) = reward in {0, 1}")
+    swap_proposal: bool = Field(True, description="replace the proposal q by pi when pi is closer to pi*")
+
+
+class BayesConfig(Section):
+    exact: bool = Field(False, description="enumerate all completions of the single prompt and log the "
+                                           "exact bayes/kl_to_optimum every step (toy spaces only)")
+    estimates: bool = Field(False, description="log importance-sampling estimates of log Z, KL(pi || pi*) "
+                                               "and the ESS from each batch")
+
+
 class LogConfig(Section):
     sample_every: int = Field(10, ge=1, description="steps between rows of samples.jsonl")
     checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints (the last step always)")
@@ -98,7 +129,8 @@ class Config(Section):
 
     model: str = Field("smollm2-135m-instruct", description="embedded short name, hub id, local folder, "
                                                             "or 'tiny' (random test model)")
-    algorithm: Literal["reinforce", "rloo", "grpo"] = Field("grpo", description="policy-gradient method")
+    algorithm: Literal["reinforce", "rloo", "grpo", "a2c", "ppo", "dpg"] = Field(
+        "grpo", description="the RL algorithm")
     steps: int = Field(100, ge=1, description="training steps")
     seed: int = Field(0, description="seeds sampling, prompt order and initialisation")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
@@ -111,6 +143,9 @@ class Config(Section):
     lora: LoraConfig | None = Field(None, description="LoRA adapter settings; null trains all weights")
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    actor_critic: ActorCriticConfig = ActorCriticConfig()
+    dpg: DPGConfig = DPGConfig()
+    bayes: BayesConfig = BayesConfig()
     log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
@@ -119,6 +154,10 @@ class Config(Section):
             raise ValueError("algorithm 'rloo' needs sampling.group_size >= 2 (it leaves one out)")
         if self.algorithm == "grpo" and self.sampling.group_size < 2:
             raise ValueError("algorithm 'grpo' needs sampling.group_size >= 2 (it normalises within groups)")
+        if self.algorithm == "dpg" and self.kl.coef <= 0 and not self.dpg.constraint:
+            raise ValueError("algorithm 'dpg' targets pi0 exp(r / beta): it needs kl.coef > 0 (beta)")
+        if self.bayes.exact and self.kl.coef <= 0:
+            raise ValueError("bayes.exact compares with pi* = pi0 exp(r / beta) / Z: it needs kl.coef > 0")
         if self.kl.reference == "adapter" and self.lora is None:
             raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
         return self

@@ -6,8 +6,10 @@ s are derived from them, so a run resumed from the checkpoint at step k reproduc
 
 from __future__ import annotations
 
+import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from langrl.algorithms.batch import Batch
-from langrl.algorithms.policy_gradient import PolicyGradient
+from langrl.algorithms import Algorithm, Batch, build_algorithm
+from langrl.algorithms.base import trainable
+from langrl.bayes.monitor import ExactMonitor, sample_estimates
 from langrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from langrl.config import Config, config_to_yaml, load_config
 from langrl.errors import ConfigError
@@ -49,10 +52,11 @@ class Run:
     tokenizer: PreTrainedTokenizerBase
     reference: Reference
     optimizer: torch.optim.Optimizer
-    algorithm: PolicyGradient
+    algorithm: Algorithm
     reward: RewardFn
     prompts: PromptSet
     sampling: SamplingConfig
+    monitor: ExactMonitor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +91,8 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
                 logger.log_samples(step, *texts)
             if step % cfg.log.checkpoint_every == 0 or step == cfg.steps:
                 save_checkpoint(run_dir, step, run.policy, run.tokenizer, run.optimizer,
-                                {"algorithm": run.algorithm.state_dict()}, cfg.log.keep_checkpoints)
+                                {"algorithm": run.algorithm.state_dict()}, cfg.log.keep_checkpoints,
+                                run.algorithm.modules())
             bar.set_postfix(reward=f"{last['reward/mean']:.3f}", kl=f"{last['kl/ref']:.3f}")
             bar.update(1)
         bar.close()
@@ -114,27 +119,42 @@ def resolve_run_dir(name: str, output: str | Path | None, resume: bool) -> Path:
 
 
 def build_run(cfg: Config) -> Run:
-    """Load the model, the reference, LoRA, optimizer, reward and prompts."""
+    """Load the model, the reference, LoRA, the algorithm, optimizer, reward and prompts."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
     use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
-    # Built even when kl.coef = 0: kl/ref is always logged.
+    # Built even when kl.coef = 0: kl/ref is always logged. Copies are taken before LoRA changes the model.
     reference = Reference(lm.model, use_adapter=use_adapter)
+    separate_critic = cfg.algorithm in ("a2c", "ppo") and cfg.actor_critic.critic == "separate"
+    critic = copy.deepcopy(lm.model).train() if separate_critic else None
     policy: PreTrainedModel = lm.model
     if cfg.lora is not None:
         policy = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
     policy.eval()
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
-    algorithm = PolicyGradient(cfg.algorithm, cfg.train, cfg.kl, cfg.sampling.temperature,
-                               cfg.optim.max_grad_norm)
+    algorithm = build_algorithm(cfg, policy, critic)
+    optimizer = torch.optim.AdamW(trainable(policy, algorithm.modules()), lr=cfg.optim.lr,
+                                  betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    reward = build_reward(cfg.reward)
+    prompts = build_prompts(cfg.prompts, lm.tokenizer, cfg.seed)
     sampling = SamplingConfig(**cfg.sampling.model_dump())
     return Run(config=cfg, policy=policy, tokenizer=lm.tokenizer, reference=reference, optimizer=optimizer,
-               algorithm=algorithm, reward=build_reward(cfg.reward),
-               prompts=build_prompts(cfg.prompts, lm.tokenizer, cfg.seed), sampling=sampling)
+               algorithm=algorithm, reward=reward, prompts=prompts, sampling=sampling,
+               monitor=exact_monitor(cfg, lm.tokenizer, prompts, reward) if cfg.bayes.exact else None)
+
+
+def exact_monitor(cfg: Config, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
+                  reward: RewardFn) -> ExactMonitor:
+    """The exact comparison with pi*: one prompt, fixed-length completions (a model without EOS)."""
+    if len(prompts.texts) != 1:
+        raise ConfigError(f"bayes.exact needs exactly one prompt, got {len(prompts.texts)}; "
+                          "use prompts.items with a single item")
+    if tokenizer.eos_token_id is not None:
+        raise ConfigError("bayes.exact needs completions of one fixed length: a model without an EOS token, "
+                          "such as model: toy")
+    return ExactMonitor(prompts.ids[0], prompts.texts[0], tokenizer, cfg.sampling.max_new_tokens, reward,
+                        cfg.sampling.temperature)
 
 
 def restore(run: Run, run_dir: Path) -> int:
@@ -142,7 +162,7 @@ def restore(run: Run, run_dir: Path) -> int:
     checkpoints = list_checkpoints(run_dir)
     if not checkpoints:
         return 0
-    state = load_checkpoint(checkpoints[-1], run.policy, run.optimizer)
+    state = load_checkpoint(checkpoints[-1], run.policy, run.optimizer, run.algorithm.modules())
     run.algorithm.load_state_dict(state.get("algorithm", {}))
     return int(state["step"])
 
@@ -153,12 +173,14 @@ def step_generator(run: Run, step: int) -> torch.Generator:
 
 
 def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
-                    indices: list[int], sampling: SamplingConfig,
-                    generator: torch.Generator) -> tuple[Rollout, list[str], list[str]]:
+                    indices: list[int], sampling: SamplingConfig, generator: torch.Generator,
+                    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    ) -> tuple[Rollout, list[str], list[str]]:
     """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions."""
     device = next(policy.parameters()).device
     ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
-    rollout = sample(policy, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id, generator)
+    rollout = sample(policy, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
+                     value_head)
     completions = tokenizer.batch_decode(rollout.completion_ids, skip_special_tokens=True)
     texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
     return rollout, texts, completions
@@ -169,17 +191,19 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
     rewards) for logging."""
     cfg = run.config
     t0 = time.perf_counter()
-    rollout, prompts, completions = rollout_prompts(run.policy, run.tokenizer, run.prompts,
-                                                    run.prompts.for_step(step - 1), run.sampling,
-                                                    step_generator(run, step))
+    rollout, prompts, completions = rollout_prompts(run.algorithm.behaviour(run.policy), run.tokenizer,
+                                                    run.prompts, run.prompts.for_step(step - 1),
+                                                    run.sampling, step_generator(run, step),
+                                                    run.algorithm.value_head)
     t_sample = time.perf_counter()
     rewards = score(run.reward, prompts, completions)
     t_reward = time.perf_counter()
-    batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling)
+    batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling, step)
     t_ref = time.perf_counter()
     for group in run.optimizer.param_groups:
         group["lr"] = cfg.optim.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.schedule)
     update = run.algorithm.update(run.policy, run.optimizer, batch)
+    update.update(run.algorithm.after_update(batch))
     t_end = time.perf_counter()
     reward_t = batch.rewards
     lengths = rollout.completion_mask.sum(-1).float()
@@ -196,8 +220,22 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
         "time/reference_s": t_ref - t_reward,
         "time/update_s": t_end - t_ref,
         "samples/per_s": len(reward_t) / (t_end - t0),
+        **bayes_metrics(run, batch),
     }
     return metrics, (prompts, completions, rewards)
+
+
+def bayes_metrics(run: Run, batch: Batch) -> dict[str, float]:
+    """``bayes/...``: exact comparison with pi* (toy tasks) and importance-sampling estimates."""
+    out: dict[str, float] = {}
+    beta = run.algorithm.kl_coef
+    if run.config.bayes.estimates and beta > 0:
+        mask = batch.completion_mask
+        out.update(sample_estimates((batch.old_logprobs * mask).sum(-1), (batch.ref_logprobs * mask).sum(-1),
+                                    batch.rewards, beta))
+    if run.monitor is not None:
+        out.update(run.monitor(run.policy, run.reference, beta))
+    return out
 
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
@@ -214,7 +252,7 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
 
 
 def make_batch(policy: PreTrainedModel, reference: Reference, rollout: Rollout, rewards: list[float],
-               estimator: str, sampling: SamplingConfig) -> Batch:
+               estimator: str, sampling: SamplingConfig, step: int = 0) -> Batch:
     """Reference log-probs and per-token KL at sampling time, packed with the rollout."""
     tc = rollout.completion_ids.size(1)
     temperature = sampling.temperature
@@ -233,7 +271,7 @@ def make_batch(policy: PreTrainedModel, reference: Reference, rollout: Rollout, 
         completion_ids=rollout.completion_ids, completion_mask=mask,
         old_logprobs=rollout.logprobs, ref_logprobs=ref_logp * mask,
         rewards=torch.tensor(rewards, dtype=torch.float32, device=mask.device),
-        group_size=sampling.group_size, kl_tokens=kl_tokens * mask,
+        group_size=sampling.group_size, kl_tokens=kl_tokens * mask, step=step, values=rollout.values,
         # clone: an inference-mode tensor cannot be saved for the backward of the exact KL loss.
         ref_logits=ref_logits.clone() if estimator == "exact" else None,
     )

@@ -126,7 +126,8 @@ def test_learning_rate_schedule_by_hand():
     from langrl.trainer import lr_factor
 
     # warm-up over 2 steps, then linear decay over the remaining 4 steps (+1 so the last step moves)
-    assert [lr_factor(s, 6, 2, "linear") for s in range(1, 7)] == pytest.approx([0.5, 1.0, 0.8, 0.6, 0.4, 0.2])
+    linear = [lr_factor(s, 6, 2, "linear") for s in range(1, 7)]
+    assert linear == pytest.approx([0.5, 1.0, 0.8, 0.6, 0.4, 0.2])
     assert [lr_factor(s, 3, 0, "constant") for s in range(1, 4)] == [1.0, 1.0, 1.0]
     # cosine: 0.5 (1 + cos(pi * k / 4)) for k = 1..3
     expected = [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 4)]

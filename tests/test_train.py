@@ -45,7 +45,7 @@ def final_weights(run_dir, steps):
     return load_file(str(run_dir / "checkpoints" / f"step-{steps}" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("algorithm", ["reinforce", "rloo", "grpo"])
+@pytest.mark.parametrize("algorithm", ["reinforce", "rloo", "grpo", "a2c", "ppo", "dpg"])
 @pytest.mark.parametrize("kl_mode", ["reward", "loss"])
 def test_each_algorithm_updates_weights_with_finite_metrics(tmp_path, algorithm, kl_mode):
     result = langrl.train(tiny_config(algorithm=algorithm, kl__mode=kl_mode), output=tmp_path / "run")
@@ -66,6 +66,16 @@ def test_exact_kl_estimator_and_multi_epoch_clipping(tmp_path):
                                       train__micro_batch_size=2), output=tmp_path / "run")
     row = read_jsonl(result.run_dir / "metrics.jsonl")[-1]
     assert row["kl/ref"] >= 0 and math.isfinite(row["loss/kl"])
+
+
+def test_ppo_with_a_separate_critic_and_adaptive_kl(tmp_path):
+    config = tiny_config(algorithm="ppo", actor_critic={"critic": "separate", "entropy_coef": 0.01},
+                         kl={"coef": 0.1, "target": 0.01, "horizon": 100}, train__epochs=2)
+    result = langrl.train(config, output=tmp_path / "run")
+    rows = read_jsonl(result.run_dir / "metrics.jsonl")
+    assert (result.run_dir / "checkpoints" / "step-3" / "critic.safetensors").exists()
+    assert all(math.isfinite(r["loss/value"]) for r in rows)
+    assert rows[-1]["kl/coef"] != 0.1, "the adaptive controller moved beta"
 
 
 def test_lora_trains_only_the_adapter_and_uses_it_as_reference(tmp_path):
@@ -92,18 +102,35 @@ def strip_times(rows):
     return [{k: v for k, v in row.items() if not k.startswith(TIME_KEYS)} for row in rows]
 
 
-@pytest.mark.parametrize("algorithm", ["grpo", "reinforce"])
+@pytest.mark.parametrize("algorithm", ["grpo", "reinforce", "ppo", "dpg"])
 def test_resume_equals_uninterrupted(tmp_path, algorithm):
-    config = tiny_config(algorithm=algorithm, steps=4)
+    """Stop after the checkpoint of step 2 (the later one is lost), resume: same metrics.jsonl."""
+    import shutil
+
+    config = tiny_config(algorithm=algorithm, steps=4, train__epochs=2, train__micro_batch_size=4)
+    run = tmp_path / "run"
+    langrl.train(config, output=run)
+    uninterrupted = strip_times(read_jsonl(run / "metrics.jsonl"))
+    shutil.rmtree(run / "checkpoints" / "step-4")
+    langrl.train(config, output=run, resume=True)
+    resumed = strip_times(read_jsonl(run / "metrics.jsonl"))
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for x, y in zip(uninterrupted, resumed, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
+
+
+def test_a_longer_run_continues_a_shorter_one(tmp_path):
+    """With a constant learning rate, training 2 steps then resuming to 4 equals training 4 at once."""
+    config = tiny_config(steps=4, optim__schedule="constant")
     full = langrl.train(config, output=tmp_path / "full").run_dir
-    # Interrupted after step 2 (its checkpoint), then resumed to step 4.
     part = tmp_path / "part"
     langrl.train({**config, "steps": 2}, output=part)
     langrl.train(config, output=part, resume=True)
     a, b = strip_times(read_jsonl(full / "metrics.jsonl")), strip_times(read_jsonl(part / "metrics.jsonl"))
-    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert len(a) == len(b) == 4
     for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
         for key in x:
             assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
 

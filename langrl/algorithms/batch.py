@@ -19,8 +19,10 @@ class Batch:
     ref_logprobs:    (B, Tc) log-probs under the reference policy
     rewards:         (B,) task rewards, before any KL shaping
     group_size:      G; rows b*G .. b*G+G-1 share a prompt
-    ref_logits:      (B, Tc, V) reference logits, kept only for the exact KL
     kl_tokens:       (B, Tc) per-token KL to the reference at sampling time (no gradient)
+    step:            the training step (1-based); seeds minibatch shuffling so resumed runs repeat it
+    values:          (B, Tc) values V(s_t) recorded while sampling (actor-critic with a shared trunk)
+    ref_logits:      (B, Tc, V) reference logits, kept only for the exact KL
     """
 
     input_ids: torch.Tensor
@@ -32,17 +34,22 @@ class Batch:
     rewards: torch.Tensor
     group_size: int
     kl_tokens: torch.Tensor
+    step: int = 0
+    values: torch.Tensor | None = None
     ref_logits: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.rewards.size(0)
 
-    def rows(self, index: slice) -> Batch:
-        """The rows ``index`` as a smaller batch (a micro-batch)."""
+    def rows(self, index: slice | torch.Tensor) -> Batch:
+        """The rows ``index`` (a slice or index tensor) as a smaller batch (a micro-batch)."""
+        def pick(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[index]
+
         return Batch(
             input_ids=self.input_ids[index], attention_mask=self.attention_mask[index],
             completion_ids=self.completion_ids[index], completion_mask=self.completion_mask[index],
             old_logprobs=self.old_logprobs[index], ref_logprobs=self.ref_logprobs[index],
             rewards=self.rewards[index], group_size=self.group_size, kl_tokens=self.kl_tokens[index],
-            ref_logits=None if self.ref_logits is None else self.ref_logits[index],
+            step=self.step, values=pick(self.values), ref_logits=pick(self.ref_logits),
         )

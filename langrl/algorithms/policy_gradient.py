@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from langrl.algorithms.base import Algorithm, clip_gradients, mean_metrics, trainable
 from langrl.algorithms.batch import Batch
-from langrl.config import KLConfig, TrainConfig
 from langrl.losses.advantages import (
     baseline_advantages,
     grpo_advantages,
@@ -30,14 +30,10 @@ from langrl.losses.logprobs import completion_logits, token_entropy, token_logpr
 from langrl.losses.policy import AGGREGATIONS, clipped_surrogate
 
 
-class PolicyGradient:
-    """The update of the REINFORCE family. Holds the only state these methods have: the baseline."""
+class PolicyGradient(Algorithm):
+    """The update of the REINFORCE family. Its only state besides beta: REINFORCE's baseline."""
 
-    def __init__(self, name: str, train: TrainConfig, kl: KLConfig, temperature: float,
-                 max_grad_norm: float):
-        self.name, self.train, self.kl, self.temperature = name, train, kl, temperature
-        self.max_grad_norm = max_grad_norm
-        self.baseline: float | None = None
+    baseline: float | None = None
 
     def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
         """(B,) rewards -> (B,) advantages with this algorithm's estimator."""
@@ -47,24 +43,26 @@ class PolicyGradient:
     def update(self, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
                batch: Batch) -> dict[str, float]:
         """One optimisation step over ``batch``: ``train.epochs`` passes, micro-batched, one step each."""
+        train = self.config.train
         shaped = batch.rewards
-        if self.kl.mode == "reward":
-            shaped = shaped - self.kl.coef * sequence_kl(batch.kl_tokens, batch.completion_mask)
+        if self.config.kl.mode == "reward":
+            shaped = shaped - self.kl_coef * sequence_kl(batch.kl_tokens, batch.completion_mask)
         advantages = self.advantages(shaped, batch.group_size)
         stats: dict[str, list[float]] = {}
         model.train()
-        for _ in range(self.train.epochs):
+        for _ in range(train.epochs):
             optimizer.zero_grad(set_to_none=True)
-            for start in range(0, len(batch), self.train.micro_batch_size):
-                rows = slice(start, start + self.train.micro_batch_size)
+            for start in range(0, len(batch), train.micro_batch_size):
+                rows = slice(start, start + train.micro_batch_size)
                 loss, parts = self.loss(model, batch.rows(rows), advantages[rows])
                 (loss * (advantages[rows].numel() / len(batch))).backward()
                 for key, value in parts.items():
                     stats.setdefault(key, []).append(value)
-            stats.setdefault("grad/norm", []).append(clip_gradients(model, self.max_grad_norm))
+            norm = clip_gradients(trainable(model, {}), self.config.optim.max_grad_norm)
+            stats.setdefault("grad/norm", []).append(norm)
             optimizer.step()
         model.eval()
-        metrics = {key: sum(values) / len(values) for key, values in stats.items()}
+        metrics = mean_metrics(stats)
         metrics["advantage/std"] = float(advantages.std()) if advantages.numel() > 1 else 0.0
         if self.baseline is not None:
             metrics["baseline"] = self.baseline
@@ -73,32 +71,42 @@ class PolicyGradient:
     def loss(self, model: PreTrainedModel, batch: Batch,
              advantages: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """Policy loss (+ KL loss in loss mode) for one micro-batch, and its logged parts."""
+        train, kl = self.config.train, self.config.kl
+        temperature = self.config.sampling.temperature
         tc = batch.completion_ids.size(1)
-        logits = completion_logits(model, batch.input_ids, batch.attention_mask, tc, self.temperature)
+        logits = completion_logits(model, batch.input_ids, batch.attention_mask, tc, temperature)
         logp = token_logprobs(logits, batch.completion_ids)
         mask = batch.completion_mask.to(logp.dtype)
-        aggregate = AGGREGATIONS[self.train.loss_aggregation]
-        per_token = clipped_surrogate(logp, batch.old_logprobs, advantages, self.train.clip_eps)
+        aggregate = AGGREGATIONS[train.loss_aggregation]
+        per_token = clipped_surrogate(logp, batch.old_logprobs, advantages, train.clip_eps)
         policy_loss = aggregate(per_token, mask)
-        ratio = torch.exp(logp.detach() - batch.old_logprobs)
-        clipped = ((ratio - 1.0).abs() > self.train.clip_eps).to(mask.dtype)
-        parts = {
-            "loss/policy": float(policy_loss.detach()),
-            "entropy": float((token_entropy(logits) * mask).sum() / mask.sum().clamp(min=1)),
-            "clip/fraction": float((clipped * mask).sum() / mask.sum().clamp(min=1)),
-        }
+        parts = {"loss/policy": float(policy_loss.detach()),
+                 **policy_stats(logits, logp, batch, train.clip_eps)}
         loss = policy_loss
-        if self.kl.mode == "loss" and self.kl.coef > 0:
-            kl_loss = aggregate(kl_per_token(self.kl.estimator, logp, logits, batch), mask)
+        if kl.mode == "loss" and self.kl_coef > 0:
+            kl_loss = aggregate(kl_per_token(kl.estimator, logp, logits, batch), mask)
             parts["loss/kl"] = float(kl_loss.detach())
-            loss = loss + self.kl.coef * kl_loss
+            loss = loss + self.kl_coef * kl_loss
         return loss, parts
 
     def state_dict(self) -> dict[str, Any]:
-        return {"baseline": self.baseline}
+        return {**super().state_dict(), "baseline": self.baseline}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.baseline = state.get("baseline")
+
+
+def policy_stats(logits: torch.Tensor, logp: torch.Tensor, batch: Batch, clip_eps: float) -> dict[str, float]:
+    """Mean token entropy and the fraction of tokens whose ratio left the clip range (no gradient)."""
+    mask = batch.completion_mask.to(logp.dtype)
+    count = mask.sum().clamp(min=1)
+    ratio = torch.exp(logp.detach() - batch.old_logprobs)
+    clipped = ((ratio - 1.0).abs() > clip_eps).to(mask.dtype)
+    return {
+        "entropy": float((token_entropy(logits) * mask).sum() / count),
+        "clip/fraction": float((clipped * mask).sum() / count),
+    }
 
 
 def kl_per_token(estimator: str, logp: torch.Tensor, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -109,25 +117,16 @@ def kl_per_token(estimator: str, logp: torch.Tensor, logits: torch.Tensor, batch
     return KL_ESTIMATORS[estimator](logp, batch.ref_logprobs)
 
 
-def clip_gradients(model: PreTrainedModel, max_norm: float) -> float:
-    """Clip the global gradient norm to ``max_norm`` (0: no clipping); returns the norm before clipping."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return 0.0
-    limit = max_norm if max_norm > 0 else float("inf")
-    return float(torch.nn.utils.clip_grad_norm_(params, limit))
-
-
 def reinforce(algo: PolicyGradient, rewards: torch.Tensor) -> torch.Tensor:
     """A = r - b with b the moving average of earlier batches' mean reward (then b is updated)."""
     baseline = algo.baseline if algo.baseline is not None else float(rewards.mean())
     advantages = baseline_advantages(rewards, baseline)
-    algo.baseline = update_moving_average(algo.baseline, rewards, algo.train.baseline_momentum)
+    algo.baseline = update_moving_average(algo.baseline, rewards, algo.config.train.baseline_momentum)
     return advantages
 
 
 ADVANTAGES: dict[str, Callable[[PolicyGradient, torch.Tensor], torch.Tensor]] = {
     "reinforce": reinforce,
     "rloo": lambda algo, rewards: rloo_advantages(rewards),
-    "grpo": lambda algo, rewards: grpo_advantages(rewards, scale=algo.train.scale_rewards),
+    "grpo": lambda algo, rewards: grpo_advantages(rewards, scale=algo.config.train.scale_rewards),
 }

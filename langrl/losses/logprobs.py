@@ -41,7 +41,20 @@ def completion_logits(
     completion_len: int,
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """Logits (B, Tc, V) that predict the last ``completion_len`` tokens of left-padded ``input_ids``.
+    """Logits (B, Tc, V) that predict the last ``completion_len`` tokens of left-padded ``input_ids``."""
+    return completion_forward(model, input_ids, attention_mask, completion_len, temperature)[0]
+
+
+def completion_forward(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_len: int,
+    temperature: float = 1.0,
+    hidden: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (B, Tc, V) for the completion positions and, with ``hidden``, the final hidden states
+    (B, Tc, H) at the same positions (the states from which each completion token is chosen).
 
     Only the completion positions go through the LM head (``logits_to_keep``): the prompt's
     full-vocabulary projection is never computed. Position ids follow the attention mask so that they
@@ -49,5 +62,6 @@ def completion_logits(
     """
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                use_cache=False, logits_to_keep=completion_len + 1)
-    return out.logits[:, :-1] / temperature
+                use_cache=False, logits_to_keep=completion_len + 1, output_hidden_states=hidden)
+    states = out.hidden_states[-1][:, -completion_len - 1:-1] if hidden else None
+    return out.logits[:, :-1] / temperature, states

@@ -10,13 +10,13 @@ import torch
 def clipped_surrogate(
     logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, clip_eps: float
 ) -> torch.Tensor:
-    """Per-token PPO-clip loss (Schulman et al. 2017), (B, T) x (B, T) x (B,) -> (B, T).
+    """Per-token PPO-clip loss (Schulman et al. 2017), (B, T) x (B, T) x (B,) or (B, T) -> (B, T).
 
     loss_t = -min(rho_t A, clip(rho_t, 1 - eps, 1 + eps) A) with rho_t = exp(logp_t - old_logp_t).
     On the first pass over fresh samples rho = 1 and the gradient is exactly REINFORCE's, A grad logp.
     """
     ratio = torch.exp(logp - old_logp)
-    adv = advantages[:, None]
+    adv = advantages[:, None] if advantages.dim() == 1 else advantages
     return -torch.minimum(ratio * adv, ratio.clamp(1.0 - clip_eps, 1.0 + clip_eps) * adv)
 
 

@@ -63,17 +63,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "auto", seed: int = 0) -> LM:
-    """Load ``name``: an embedded short name, ``tiny`` (random test model), a local folder, or a hub id.
+    """Load ``name``: an embedded short name, ``tiny`` / ``toy`` (random models built in-process), a local
+    folder, or a hub id.
 
     The tokenizer gets a pad token (its EOS when it has none) and left padding, which batched sampling
     needs.
     """
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    if name == "tiny":
-        from langrl.models.tiny import tiny_lm
-
-        lm = tiny_lm(seed=seed)
+    if name in IN_PROCESS:
+        lm = in_process_model(name, seed)
         lm.model.to(device=dev, dtype=torch_dtype)
         return lm
     folder = locate(name)
@@ -91,6 +90,20 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
     prepare_tokenizer(tokenizer)
     model.to(dev)
     return LM(model=model, tokenizer=tokenizer, name=name)
+
+
+IN_PROCESS = ("tiny", "toy")
+
+
+def in_process_model(name: str, seed: int) -> LM:
+    """``tiny``: a 2-layer byte-level Llama for tests; ``toy``: the 8-letter model of the toy token MDP."""
+    if name == "tiny":
+        from langrl.models.tiny import tiny_lm
+
+        return tiny_lm(seed=seed)
+    from langrl.envs.toy import toy_lm
+
+    return toy_lm(seed=seed)
 
 
 def load_adapter(name: str, folder: str, dtype: str, device: str) -> LM:

@@ -9,6 +9,7 @@ before the prefill).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,7 @@ class Rollout:
     logprobs:        (B, Tc) log-prob of each sampled token under the sampling policy (logits / T, before
                      top-k/top-p truncation, as in TRL/OpenRLHF), 0 where masked. These are the old-policy
                      log-probs of the update: no second pass is needed for them.
+    values:          (B, Tc) V(s_t) of the state each token was chosen in, when a value head was given
     """
 
     prompt_ids: torch.Tensor
@@ -46,6 +48,7 @@ class Rollout:
     completion_ids: torch.Tensor
     completion_mask: torch.Tensor
     logprobs: torch.Tensor
+    values: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -78,20 +81,22 @@ def sample(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     config: SamplingConfig,
-    eos_token_id: int | list[int],
+    eos_token_id: int | list[int] | None,
     pad_token_id: int,
     generator: torch.Generator | None = None,
+    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Rollout:
     """Draw ``config.group_size`` completions for each of the P left-padded prompts (P, Tp).
 
     Each sequence stops at its first EOS; the loop ends when all have stopped or after
-    ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows.
+    ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows. With ``value_head`` (final hidden
+    state -> value) the values of the visited states are recorded on the way, again with no extra pass.
     """
     with torch.inference_mode():
-        rollout = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
-                                 generator)
+        fields = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
+                                generator, value_head)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
-    return Rollout(*(t.clone() for t in rollout))
+    return Rollout(*(None if t is None else t.clone() for t in fields))
 
 
 def sample_tensors(
@@ -99,27 +104,31 @@ def sample_tensors(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     config: SamplingConfig,
-    eos_token_id: int | list[int],
+    eos_token_id: int | list[int] | None,
     pad_token_id: int,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, ...]:
+    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor | None, ...]:
     """The sampling loop of :func:`sample`; returns the Rollout's fields in order."""
     g = config.group_size
-    eos = torch.tensor([eos_token_id] if isinstance(eos_token_id, int) else eos_token_id,
-                       device=prompt_ids.device)
+    # No EOS (the toy model): every completion runs to max_new_tokens.
+    eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=prompt_ids.device)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache()
+    hidden = value_head is not None
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1)
+                past_key_values=cache, use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
     cache = out.past_key_values
     if g > 1:
         cache.batch_repeat_interleave(g)
     logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)
+    state = out.hidden_states[-1][:, -1].repeat_interleave(g, dim=0) if hidden else None
     mask = prompt_mask.repeat_interleave(g, dim=0)
     next_pos = positions[:, -1:].repeat_interleave(g, dim=0) + 1
     b = logits.size(0)
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
-    tokens, logps, alive = [], [], []
+    tokens, logps, alive, values = [], [], [], []
     for _ in range(config.max_new_tokens):
         scaled = logits / config.temperature
         probs = filter_logits(scaled, config.top_k, config.top_p).softmax(-1)
@@ -128,14 +137,17 @@ def sample_tensors(
         tokens.append(token)
         logps.append(token_logprobs(scaled, token))
         alive.append(~done)
+        if value_head is not None:
+            values.append(value_head(state))
         done = done | torch.isin(token, eos)
         if bool(done.all()):
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True)
+                    past_key_values=cache, use_cache=True, output_hidden_states=hidden)
         cache, next_pos = out.past_key_values, next_pos + 1
         logits = out.logits[:, -1].float()
+        state = out.hidden_states[-1][:, -1] if hidden else None
     completion_mask = torch.stack(alive, dim=1).to(prompt_mask.dtype)
     return (
         prompt_ids.repeat_interleave(g, dim=0),
@@ -143,4 +155,5 @@ def sample_tensors(
         torch.stack(tokens, dim=1),
         completion_mask,
         torch.stack(logps, dim=1) * completion_mask,
+        torch.stack(values, dim=1) * completion_mask if values else None,
     )

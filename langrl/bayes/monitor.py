@@ -1,0 +1,87 @@
+"""Bayesian diagnostics during training: exact on enumerable spaces, importance-sampled on real models.
+
+``ExactMonitor`` enumerates every completion of a single prompt (V**L of them), scores them once with the
+task reward, computes the reference's log-probs once, and at each call the policy's, then compares the
+policy with pi* = pi0 exp(r / beta) / Z exactly. ``sample_estimates`` turns a batch of the policy's own
+samples into importance-sampling estimates of log Z, KL(pi || pi*), KL(pi* || pi) and the ESS.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from langrl.bayes.estimators import (
+    effective_sample_fraction,
+    kl_pi_to_opt_from_policy,
+    log_importance_weights,
+    log_z_from_policy,
+    self_normalised_kl_opt_to_pi,
+)
+from langrl.bayes.exact import compare_to_optimum, enumerate_sequences
+from langrl.errors import ConfigError
+from langrl.losses.logprobs import completion_logits, token_logprobs
+from langrl.models.reference import Reference
+from langrl.rewards import RewardFn, score
+
+CHUNK = 4096
+
+
+class ExactMonitor:
+    """Exact comparison of the policy with pi* for one prompt whose completions can be enumerated."""
+
+    def __init__(self, prompt_ids: list[int], prompt_text: str, tokenizer: PreTrainedTokenizerBase,
+                 length: int, reward: RewardFn, temperature: float):
+        vocab = len(tokenizer)
+        try:
+            self.sequences = enumerate_sequences(vocab, length)
+        except ValueError as e:
+            raise ConfigError(f"bayes.exact needs an enumerable space: {e}") from e
+        self.prompt = torch.tensor(prompt_ids, dtype=torch.long)
+        self.temperature = temperature
+        texts = tokenizer.batch_decode(self.sequences)
+        self.rewards = torch.tensor(score(reward, [prompt_text] * len(texts), texts), dtype=torch.float64)
+        self.ref_logp: torch.Tensor | None = None
+
+    @torch.inference_mode()
+    def sequence_logp(self, model: PreTrainedModel, reference: Reference | None = None) -> torch.Tensor:
+        """(N,) log-probability of every completion under ``model`` (or the reference)."""
+        device = next(model.parameters()).device
+        out = []
+        for seqs in self.sequences.split(CHUNK):
+            ids = torch.cat([self.prompt.expand(len(seqs), -1), seqs], dim=1).to(device)
+            mask = torch.ones_like(ids)
+            if reference is None:
+                logits = completion_logits(model, ids, mask, seqs.size(1), self.temperature)
+            else:
+                logits = reference.logits(model, ids, mask, seqs.size(1), self.temperature)
+            out.append(token_logprobs(logits, seqs.to(device)).sum(-1).double().cpu())
+        return torch.cat(out)
+
+    def __call__(self, policy: PreTrainedModel, reference: Reference, beta: float) -> dict[str, float]:
+        """``bayes/...`` metrics: ``kl_to_optimum`` is the exact KL(pi || pi*), in nats."""
+        if self.ref_logp is None:
+            self.ref_logp = self.sequence_logp(policy, reference)
+        report = compare_to_optimum(self.sequence_logp(policy), self.ref_logp, self.rewards, beta)
+        return {
+            "bayes/kl_to_optimum": report.kl_pi_to_opt,
+            "bayes/kl_optimum_to_pi": report.kl_opt_to_pi,
+            "bayes/tv_to_optimum": report.tv,
+            "bayes/log_z": report.log_z,
+            "bayes/reward_exact": report.reward_pi,
+            "bayes/reward_optimum": report.reward_opt,
+            "bayes/kl_ref_exact": report.kl_pi_to_ref,
+            "bayes/kl_ref_optimum": report.kl_opt_to_ref,
+        }
+
+
+def sample_estimates(policy_logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor,
+                     beta: float) -> dict[str, float]:
+    """Importance-sampling diagnostics from M samples of the policy (per-sequence log-probs, rewards)."""
+    log_w = log_importance_weights(policy_logp, ref_logp, rewards, beta)
+    return {
+        "bayes/log_z_is": log_z_from_policy(policy_logp, ref_logp, rewards, beta),
+        "bayes/kl_to_optimum_is": kl_pi_to_opt_from_policy(policy_logp, ref_logp, rewards, beta),
+        "bayes/kl_optimum_to_pi_is": self_normalised_kl_opt_to_pi(policy_logp, ref_logp, rewards, beta),
+        "bayes/ess_fraction": effective_sample_fraction(log_w),
+    }
