@@ -181,9 +181,26 @@ def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
     rollout = sample(policy, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
                      value_head)
-    completions = tokenizer.batch_decode(rollout.completion_ids, skip_special_tokens=True)
+    completions = decode_completions(tokenizer, rollout)
     texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
     return rollout, texts, completions
+
+
+def decode_completions(tokenizer: PreTrainedTokenizerBase, rollout: Rollout) -> list[str]:
+    """The text of each completion: its sampled tokens up to, not including, the EOS that ended it.
+
+    Padding is cut by the mask rather than by ``skip_special_tokens``, which would also delete tokens
+    that the model really wrote (e.g. the toy model's letter ``a``, which doubles as its pad token).
+    """
+    eos = tokenizer.eos_token_id
+    texts = []
+    for ids, length in zip(rollout.completion_ids.tolist(), rollout.completion_mask.sum(-1).tolist(),
+                           strict=True):
+        ids = ids[:int(length)]
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        texts.append(tokenizer.decode(ids))
+    return texts
 
 
 def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], list[str], list[float]]]:

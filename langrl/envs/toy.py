@@ -29,7 +29,7 @@ def toy_tokenizer(vocab_size: int = 8) -> PreTrainedTokenizerFast:
     return fast
 
 
-def toy_lm(seed: int = 0, vocab_size: int = 8, hidden_size: int = 32, num_layers: int = 2,
+def toy_lm(seed: int = 0, vocab_size: int = 8, hidden_size: int = 64, num_layers: int = 2,
            init_scale: float = 0.3) -> LM:
     """The toy reference LM: deterministic given ``seed``; ``init_scale`` sets how peaked it is.
 
