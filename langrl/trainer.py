@@ -25,7 +25,7 @@ from langrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from langrl.config import Config, config_to_yaml, load_config
 from langrl.errors import ConfigError
 from langrl.eval import RunLogger, summarise, write_report
-from langrl.io import atomic_write_text, read_jsonl
+from langrl.io import atomic_write_json, atomic_write_text, read_jsonl
 from langrl.losses.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.losses.logprobs import completion_logits, token_logprobs
 from langrl.models import Reference, apply_lora, load_lm
@@ -78,6 +78,8 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
     start = restore(run, run_dir) if resume else 0
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    if run.monitor is not None:
+        atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
     last: dict[str, float] = {}
     with RunLogger(run_dir, start_step=start, tensorboard=cfg.log.tensorboard) as logger:
         if start == 0:

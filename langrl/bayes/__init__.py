@@ -8,7 +8,13 @@
 Reference: Korbak, Perez & Buckley 2022, "RL with KL penalties is better viewed as Bayesian inference".
 """
 
-from langrl.bayes.best_of_n import best_of_n_kl, best_of_n_kl_bound, best_of_n_logp, sample_best_of_n
+from langrl.bayes.best_of_n import (
+    best_of_n_kl,
+    best_of_n_kl_bound,
+    best_of_n_logp,
+    empirical_best_of_n_reward,
+    sample_best_of_n,
+)
 from langrl.bayes.estimators import (
     effective_sample_fraction,
     effective_sample_size,
@@ -34,7 +40,8 @@ from langrl.bayes.exact import (
 
 __all__ = [
     "MAX_ENUMERATED", "FrontierPoint", "PosteriorReport", "best_of_n_kl", "best_of_n_kl_bound",
-    "best_of_n_logp", "compare_to_optimum", "effective_sample_fraction", "effective_sample_size",
+    "best_of_n_logp", "compare_to_optimum", "empirical_best_of_n_reward", "effective_sample_fraction",
+    "effective_sample_size",
     "enumerate_sequences", "expected", "kl", "kl_pi_to_opt_from_policy", "log_importance_weights",
     "log_partition", "log_z_from_policy", "log_z_from_reference", "optimal_frontier", "posterior_logp",
     "sample_best_of_n", "self_normalised_kl_opt_to_pi", "total_variation",

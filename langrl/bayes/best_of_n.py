@@ -108,3 +108,20 @@ def sample_best_of_n(rewards: torch.Tensor) -> torch.Tensor:
     position = torch.arange(rewards.size(-1), device=rewards.device).expand_as(rewards)
     # Explicit first-occurrence rule rather than relying on argmax's tie behaviour.
     return torch.where(is_best, position, rewards.size(-1)).amin(-1)
+
+
+def empirical_best_of_n_reward(rewards: torch.Tensor, n: int) -> float:
+    """(M,) rewards of samples from pi0 -> E[max of n draws] under their empirical distribution.
+
+    With the rewards sorted, r_(1) <= ... <= r_(M), the maximum of n draws with replacement is r_(k) with
+    probability (k/M)^n - ((k-1)/M)^n. A plug-in estimate (biased low for n near M, since the empirical
+    distribution has no tail beyond the largest sample); pair it with ``best_of_n_kl_bound(n)``.
+    """
+    n = _check_n(n)
+    ordered = torch.sort(torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)).values
+    m = ordered.numel()
+    if m == 0:
+        raise ValueError("empirical_best_of_n_reward needs at least one reward")
+    k = torch.arange(1, m + 1, dtype=torch.float64)
+    weights = (k / m) ** n - ((k - 1) / m) ** n
+    return float((weights * ordered).sum())

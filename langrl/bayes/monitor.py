@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from langrl.bayes.best_of_n import best_of_n_kl, best_of_n_logp
 from langrl.bayes.estimators import (
     effective_sample_fraction,
     kl_pi_to_opt_from_policy,
@@ -18,13 +19,14 @@ from langrl.bayes.estimators import (
     log_z_from_policy,
     self_normalised_kl_opt_to_pi,
 )
-from langrl.bayes.exact import compare_to_optimum, enumerate_sequences
+from langrl.bayes.exact import compare_to_optimum, enumerate_sequences, expected, optimal_frontier
 from langrl.errors import ConfigError
 from langrl.losses.logprobs import completion_logits, token_logprobs
 from langrl.models.reference import Reference
 from langrl.rewards import RewardFn, score
 
 CHUNK = 4096
+BEST_OF_N = (1, 2, 4, 8, 16, 32, 64)
 
 
 class ExactMonitor:
@@ -58,11 +60,25 @@ class ExactMonitor:
             out.append(token_logprobs(logits, seqs.to(device)).sum(-1).double().cpu())
         return torch.cat(out)
 
-    def __call__(self, policy: PreTrainedModel, reference: Reference, beta: float) -> dict[str, float]:
-        """``bayes/...`` metrics: ``kl_to_optimum`` is the exact KL(pi || pi*), in nats."""
+    def reference_logp(self, policy: PreTrainedModel, reference: Reference) -> torch.Tensor:
+        """(N,) log pi0 of every completion, computed once."""
         if self.ref_logp is None:
             self.ref_logp = self.sequence_logp(policy, reference)
-        report = compare_to_optimum(self.sequence_logp(policy), self.ref_logp, self.rewards, beta)
+        return self.ref_logp
+
+    def curves(self, policy: PreTrainedModel, reference: Reference) -> dict[str, list[list[float]]]:
+        """The exact optimal reward-vs-KL curve over beta, and exact best-of-n, as [kl, reward] pairs."""
+        ref_logp = self.reference_logp(policy, reference)
+        betas = [10 ** (k / 8) for k in range(-16, 17)]  # 0.01 .. 100
+        optimal = [[p.kl_opt_to_ref, p.reward_opt] for p in optimal_frontier(ref_logp, self.rewards, betas)]
+        best = [[best_of_n_kl(ref_logp, self.rewards, n),
+                 expected(best_of_n_logp(ref_logp, self.rewards, n), self.rewards)] for n in BEST_OF_N]
+        return {"optimal": sorted(optimal), "best_of_n": best}
+
+    def __call__(self, policy: PreTrainedModel, reference: Reference, beta: float) -> dict[str, float]:
+        """``bayes/...`` metrics: ``kl_to_optimum`` is the exact KL(pi || pi*), in nats."""
+        ref_logp = self.reference_logp(policy, reference)
+        report = compare_to_optimum(self.sequence_logp(policy), ref_logp, self.rewards, beta)
         return {
             "bayes/kl_to_optimum": report.kl_pi_to_opt,
             "bayes/kl_optimum_to_pi": report.kl_opt_to_pi,

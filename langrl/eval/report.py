@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from langrl.errors import LangrlError
+from langrl.eval.frontier import plot_frontier, reference_curves
 from langrl.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 __all__ = ["md_cell", "summarise", "write_report"]
 
 # How many steps the "first" and "last" reward averages cover: one step's reward is too noisy to compare.
 EDGE_STEPS = 10
-FIGSIZE = (11.0, 4.0)
+FIGSIZE = (16.0, 4.2)
 DPI = 110
 
 
@@ -109,8 +110,8 @@ def _empty(ax: Any, message: str) -> None:
     ax.set_yticks([])
 
 
-def _plot(rows: Sequence[dict[str, Any]], title: str) -> bytes:
-    """Render the two-panel figure to PNG bytes.
+def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[list[float]]]) -> bytes:
+    """Render the three-panel figure (reward, KL, reward-vs-KL frontier) to PNG bytes.
 
     Uses ``matplotlib.figure.Figure`` directly instead of pyplot: no GUI backend is touched and the global
     backend of a user's notebook or script is left alone (``matplotlib.use("Agg")`` would switch it).
@@ -119,7 +120,8 @@ def _plot(rows: Sequence[dict[str, Any]], title: str) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    ax_r, ax_kl = fig.subplots(1, 2)
+    ax_r, ax_kl, ax_frontier = fig.subplots(1, 3)
+    plot_frontier(ax_frontier, list(rows), curves)
     fig.suptitle(title)
 
     steps, reward = _series(rows, "reward/mean")
@@ -261,7 +263,7 @@ def write_report(run_dir: Path) -> Path:
     config = config_path.read_text(encoding="utf-8") if config_path.exists() else None
 
     name = run_dir.resolve().name
-    atomic_write_bytes(run_dir / "report.png", _plot(rows, f"Run {name}"))
+    atomic_write_bytes(run_dir / "report.png", _plot(rows, f"Run {name}", reference_curves(run_dir)))
 
     summary = summarise(rows)
     md = [f"# Run report: {name}", "", *_summary_table(summary, len(_series(rows, "reward/mean")[1]))]

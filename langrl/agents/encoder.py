@@ -1,0 +1,153 @@
+"""An LM as the observation encoder of a Stable-Baselines3 agent.
+
+:class:`LMEncoder` is an SB3 ``BaseFeaturesExtractor``: it reads the token ids that `TokenizeObservation`
+puts in a ``Box``, runs the LM's backbone (no LM head: the 49k-token projection of SmolLM2 would cost
+more than the rest), and pools the final hidden states into one vector per observation.
+
+Three ways to treat the LM (``finetune``):
+
+- ``frozen`` (default): no gradient reaches the LM, and each distinct observation is encoded once
+  (a bounded LRU cache keyed by the ids' bytes). The LM is kept *outside* the module tree: SB3's DQN
+  builds two extractors (online and target network) and Polyak-averages their parameters in place,
+  which on one shared tensor would scale the LM's weights by ``1 - tau**2`` (zero them at DQN's
+  default ``tau = 1``). Outside the tree it is shared, never averaged, and not saved in checkpoints.
+- ``full``: a private copy of the backbone trains with the agent.
+- ``lora``: a private copy with LoRA adapters (Hu et al. 2021); only the adapters train.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+from langrl.agents.cache import LRUCache
+from langrl.models.loading import LM, load_lm
+
+Pooling = Literal["mean", "last"]
+Finetune = Literal["frozen", "full", "lora"]
+LOADED: dict[str, LM] = {}  # name -> LM, so that DQN's two extractors share one frozen model
+
+
+def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
+    """Hidden states (B, T, H) and right-padding mask (B, T) -> (B, H).
+
+    ``mean``: average over the real tokens; ``last``: the state of the last real token (for a causal LM
+    the only one that has read the whole text). An all-padding row gives zeros (mean) or position 0.
+    """
+    m = mask.to(hidden.dtype).unsqueeze(-1)
+    if how == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    if how == "last":
+        last = (mask.long().sum(1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
+    raise ValueError(f"pooling = {how!r}; use 'mean' or 'last'")
+
+
+def resolve_lm(lm: LM | str) -> LM:
+    """An `LM` as given, or loaded by name once per process (``tiny``, an embedded name, a path)."""
+    if isinstance(lm, LM):
+        return lm
+    if lm not in LOADED:
+        LOADED[lm] = load_lm(lm, device="cpu")
+    return LOADED[lm]
+
+
+class Frozen:
+    """Holds a module without registering it as a submodule (see the module docstring for why)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module.eval().requires_grad_(False)
+
+
+class LMEncoder(BaseFeaturesExtractor):
+    """Token ids (B, L) -> features (B, H), H the LM's hidden size.
+
+    Use as ``policy_kwargs={"features_extractor_class": LMEncoder, "features_extractor_kwargs":
+    {"lm": lm}}`` with an environment wrapped in `TokenizeObservation` built from the same tokenizer.
+    ``lm_forward_calls`` counts backbone passes and ``cache`` holds (and counts) cached features.
+    """
+
+    def __init__(self, observation_space: spaces.Box, lm: LM | str = "tiny", pooling: Pooling = "mean",
+                 finetune: Finetune = "frozen", cache_size: int = 100_000, lora_r: int = 8,
+                 lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear"):
+        model = resolve_lm(lm)
+        backbone = model.model.base_model  # the transformer without its LM head
+        super().__init__(observation_space, features_dim=int(model.model.config.hidden_size))
+        if pooling not in ("mean", "last"):
+            raise ValueError(f"pooling = {pooling!r}; use 'mean' or 'last'")
+        self.pooling: Pooling = pooling
+        self.finetune: Finetune = finetune
+        self.pad_id = model.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = model.tokenizer.eos_token_id
+        self.frozen: Frozen | None = None
+        self.cache: LRUCache[bytes, torch.Tensor] = LRUCache(cache_size if finetune == "frozen" else 0)
+        self.lm_forward_calls = 0
+        if finetune == "frozen":
+            self.frozen = Frozen(backbone)
+        elif finetune == "full":
+            self.backbone = copy.deepcopy(backbone).requires_grad_(True)
+        elif finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=lora_targets)
+            self.backbone = get_peft_model(copy.deepcopy(backbone), config)
+        else:
+            raise ValueError(f"finetune = {finetune!r}; use 'frozen', 'full' or 'lora'")
+
+    def lm(self, device: torch.device) -> nn.Module:
+        """The backbone, moved to ``device`` on first use when it lives outside the module tree."""
+        if self.frozen is None:
+            return self.backbone
+        module = self.frozen.module
+        if next(module.parameters()).device != device:
+            module.to(device)
+        return module
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """One backbone pass: ids (B, L) -> pooled features (B, H), float32.
+
+        The batch is cut to its longest real text first: observations are padded to a fixed L, and
+        attention cost grows with the padded length.
+        """
+        mask = ids != self.pad_id
+        length = max(1, int(mask.sum(1).max()))
+        ids, mask = ids[:, :length], mask[:, :length]
+        self.lm_forward_calls += 1
+        hidden = self.lm(ids.device)(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return pool_hidden(hidden.float(), mask, self.pooling)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids (SB3 hands them as floats) -> (B, H) features; frozen: from the cache when seen."""
+        ids = observations.long()
+        if self.frozen is None:
+            return self.encode(ids)
+        keys = [row.tobytes() for row in ids.cpu().numpy()]
+        out = torch.empty(len(keys), self.features_dim, device=ids.device)
+        missing: dict[bytes, list[int]] = {}
+        for i, key in enumerate(keys):
+            hit = self.cache.get(key) if key not in missing else None
+            if hit is None:
+                missing.setdefault(key, []).append(i)
+            else:
+                out[i] = hit
+        if missing:
+            rows = torch.tensor([where[0] for where in missing.values()], device=ids.device)
+            with torch.no_grad():
+                features = self.encode(ids[rows])
+            for (key, where), feature in zip(missing.items(), features, strict=True):
+                self.cache.put(key, feature)
+                out[where] = feature
+        return out
+
+    def train(self, mode: bool = True) -> LMEncoder:
+        """A frozen LM stays in eval mode (no dropout) whatever SB3 asks of the policy."""
+        super().train(mode)
+        if self.frozen is not None:
+            self.frozen.module.eval()
+        return self

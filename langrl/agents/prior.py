@@ -1,0 +1,110 @@
+"""An LM as an exploration prior: its distribution over admissible action strings given a text state.
+
+The score of action ``a`` (tokens ``a_1..a_n``) after a prompt ``x`` is the sum of its token
+log-probabilities, ``log p(a | x) = sum_k log p(a_k | x, a_<k)``, and the prior is the softmax of these
+scores over the admissible actions (GLAM, Carta et al. 2023, sec. 3; SayCan, Ahn et al. 2022, scores
+skills the same way). The prompt is run once and its KV cache shared by all actions, so A actions cost
+one prompt pass plus one pass over the A short action strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import PreTrainedModel
+
+from langrl.agents.cache import LRUCache
+from langrl.agents.exploration import log_softmax
+from langrl.losses.logprobs import token_logprobs
+from langrl.models.loading import LM
+
+PRIOR_TEMPLATE = (
+    "You are an agent in a text game. Possible actions: {actions}.\n{observation}\nYour next action:"
+)
+
+
+@torch.no_grad()
+def action_logprobs(model: PreTrainedModel, prompt_ids: Sequence[int], action_ids: Sequence[Sequence[int]],
+                    pad_id: int = 0) -> torch.Tensor:
+    """Summed log-probabilities (A,) of each action's tokens following the prompt's tokens.
+
+    ``prompt_ids`` (Tp,) and ``action_ids`` (A lists of >= 1 ids) are tokenised separately, so the scored
+    tokens are exactly the action's. Actions are right-padded to (A, Ta); pads sit after the real tokens,
+    so under causal attention they change nothing and their log-probs are masked out.
+    """
+    if any(len(a) == 0 for a in action_ids):
+        raise ValueError("every action must have at least one token")
+    device = model.device
+    n_actions, width = len(action_ids), max(len(a) for a in action_ids)
+    ids = torch.full((n_actions, width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(n_actions, width, dtype=torch.long, device=device)
+    for i, a in enumerate(action_ids):
+        ids[i, : len(a)] = torch.tensor(list(a), device=device)
+        mask[i, : len(a)] = 1
+    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, Tp)
+    out = model(input_ids=prompt, use_cache=width > 1, logits_to_keep=1)
+    first = out.logits[0, -1].float().log_softmax(-1)  # (V,): the distribution of every action's 1st token
+    total = first[ids[:, 0]]
+    if width > 1:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n_actions)  # the prompt's keys and values, once per action
+        tp = prompt.size(1)
+        positions = torch.arange(tp, tp + width - 1, device=device).expand(n_actions, -1)
+        attention = torch.cat([torch.ones(n_actions, tp, dtype=torch.long, device=device), mask[:, :-1]], 1)
+        logits = model(input_ids=ids[:, :-1], attention_mask=attention, position_ids=positions,
+                       past_key_values=cache, use_cache=True).logits  # (A, Ta-1, V)
+        total = total + (token_logprobs(logits, ids[:, 1:]) * mask[:, 1:]).sum(1)
+    return total
+
+
+class LMActionPrior:
+    """``p(a | observation)`` over a fixed list of action strings, from a causal LM; cached by text.
+
+    The prompt is ``template`` filled with ``observation`` and ``actions`` (the list joined with commas);
+    with ``chat`` (default: when the tokenizer has a chat template) it becomes the user turn of a chat,
+    and the actions are scored as the start of the assistant's reply. Otherwise each action is scored
+    after ``sep`` (a space: ``"...action: go forward"``). ``temperature`` > 1 flattens the prior.
+    """
+
+    def __init__(self, lm: LM, actions: Sequence[str], template: str = PRIOR_TEMPLATE,
+                 chat: bool | None = None, sep: str = " ", temperature: float = 1.0,
+                 cache_size: int = 100_000):
+        self.lm = lm
+        self.actions = list(actions)
+        self.template = template
+        self.chat = bool(lm.tokenizer.chat_template) if chat is None else chat
+        self.temperature = temperature
+        prefix = "" if self.chat else sep
+        self.action_ids = [lm.tokenizer(prefix + a, add_special_tokens=False)["input_ids"]
+                           for a in self.actions]
+        self.cache: LRUCache[str, np.ndarray] = LRUCache(cache_size)
+
+    def prompt_ids(self, observation: str) -> list[int]:
+        """The token ids of the prompt for one observation."""
+        text = self.template.format(observation=observation, actions=", ".join(self.actions))
+        tok = self.lm.tokenizer
+        if self.chat:
+            rendered = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                               add_generation_prompt=True)
+            return tok(rendered, add_special_tokens=False)["input_ids"]
+        return tok(text, add_special_tokens=True)["input_ids"]
+
+    def scores(self, observation: str) -> np.ndarray:
+        """Summed log-probabilities (A,) of the action strings; cached by observation text."""
+        hit = self.cache.get(observation)
+        if hit is None:
+            pad = self.lm.tokenizer.pad_token_id or 0
+            ids = self.prompt_ids(observation)
+            hit = action_logprobs(self.lm.model, ids, self.action_ids, pad).cpu().numpy()
+            self.cache.put(observation, hit)
+        return hit
+
+    def logprobs(self, observations: Sequence[str]) -> np.ndarray:
+        """(B, A) log-probabilities, each row normalised over the actions: ``log_softmax(scores / T)``."""
+        return log_softmax(np.stack([self.scores(o) for o in observations]) / self.temperature)
+
+    def probs(self, observations: Sequence[str]) -> np.ndarray:
+        """(B, A) probabilities; each row sums to 1."""
+        return np.exp(self.logprobs(observations))
