@@ -315,6 +315,8 @@ def test_embedded_lm_encoder_prior_and_judge_on_babyai():
     np.testing.assert_allclose(probs.sum(), 1.0, atol=1e-9)
     ref = reference_scores(lm, prior.prompt_ids(info["text"]), prior.action_ids)
     np.testing.assert_allclose(prior.scores(info["text"]), ref, atol=1e-4)
+    # a 135M model is a weak judge (near chance on factual questions, see docs/agents.md); sentiment it gets
     judge = LMJudge(lm)
-    yes, no = judge.score(["Is the sky blue on a clear day?", "Is fire cold?"])
-    assert yes > no
+    positive, negative = judge.score([f"Review: I {r} this movie, it was {w}.\nIs this review positive?"
+                                      for r, w in (("loved", "wonderful and fun"), ("hated", "awful and boring"))])
+    assert 0 < negative < positive < 1

@@ -21,7 +21,7 @@ from langrl.bayes.estimators import (
 )
 from langrl.bayes.exact import compare_to_optimum, enumerate_sequences, expected, optimal_frontier
 from langrl.errors import ConfigError
-from langrl.losses.logprobs import completion_logits, token_logprobs
+from langrl.losses.logprobs import completion_logits
 from langrl.models.reference import Reference
 from langrl.rewards import RewardFn, score
 
@@ -47,17 +47,28 @@ class ExactMonitor:
 
     @torch.inference_mode()
     def sequence_logp(self, model: PreTrainedModel, reference: Reference | None = None) -> torch.Tensor:
-        """(N,) log-probability of every completion under ``model`` (or the reference)."""
+        """(N,) log-probability of every completion under ``model`` (or the reference).
+
+        Only the V**(L-1) prefixes go through the model: the distribution at a prefix's last position
+        scores all V completions that extend it, so the pass is V times smaller than one per completion.
+        A dummy token after each prefix makes that position's logits come out of ``completion_logits``.
+        """
         device = next(model.parameters()).device
+        length = self.sequences.size(1)
+        vocab = int(self.sequences.max()) + 1
+        prefixes = self.sequences[::vocab, : length - 1]  # lexicographic order: every V-th row
         out = []
-        for seqs in self.sequences.split(CHUNK):
-            ids = torch.cat([self.prompt.expand(len(seqs), -1), seqs], dim=1).to(device)
+        for chunk in prefixes.split(CHUNK):
+            dummy = torch.zeros(len(chunk), 1, dtype=torch.long)
+            ids = torch.cat([self.prompt.expand(len(chunk), -1), chunk, dummy], dim=1).to(device)
             mask = torch.ones_like(ids)
             if reference is None:
-                logits = completion_logits(model, ids, mask, seqs.size(1), self.temperature)
+                logits = completion_logits(model, ids, mask, length, self.temperature)
             else:
-                logits = reference.logits(model, ids, mask, seqs.size(1), self.temperature)
-            out.append(token_logprobs(logits, seqs.to(device)).sum(-1).double().cpu())
+                logits = reference.logits(model, ids, mask, length, self.temperature)
+            logp = logits.float().log_softmax(-1)
+            prefix_logp = logp[:, :-1].gather(-1, chunk.to(device)[..., None]).squeeze(-1).sum(-1)
+            out.append((prefix_logp[:, None] + logp[:, -1]).reshape(-1).double().cpu())
         return torch.cat(out)
 
     def reference_logp(self, policy: PreTrainedModel, reference: Reference) -> torch.Tensor:
