@@ -86,6 +86,10 @@ class TrainConfig(Section):
         "seq_mean", description="how per-token losses are averaged")
     baseline_momentum: float = Field(0.9, ge=0, lt=1, description="REINFORCE moving-average baseline")
     scale_rewards: bool = Field(True, description="GRPO: divide by the group's reward std")
+    freeze: list[str] = Field(
+        default_factory=list, description="freeze parameters whose name contains any of these, e.g. "
+        "[embed_tokens]: the (tied) embeddings get a gradient on every vocabulary row through the "
+        "softmax, and Adam turns that noise into lr-sized steps on tokens never sampled")
 
 
 class ActorCriticConfig(Section):

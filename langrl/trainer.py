@@ -134,6 +134,7 @@ def build_run(cfg: Config) -> Run:
     policy: PreTrainedModel = lm.model
     if cfg.lora is not None:
         policy = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    freeze(policy, cfg.train.freeze)
     policy.eval()
     algorithm = build_algorithm(cfg, policy, critic)
     optimizer = torch.optim.AdamW(trainable(policy, algorithm.modules()), lr=cfg.optim.lr,
@@ -144,6 +145,20 @@ def build_run(cfg: Config) -> Run:
     return Run(config=cfg, policy=policy, tokenizer=lm.tokenizer, reference=reference, optimizer=optimizer,
                algorithm=algorithm, reward=reward, prompts=prompts, sampling=sampling,
                monitor=exact_monitor(cfg, lm.tokenizer, prompts, reward) if cfg.bayes.exact else None)
+
+
+def freeze(model: PreTrainedModel, patterns: list[str]) -> None:
+    """Stop gradients to every parameter whose name contains one of ``patterns``."""
+    if not patterns:
+        return
+    names = [name for name, _ in model.named_parameters()]
+    unmatched = [p for p in patterns if not any(p in name for name in names)]
+    if unmatched:
+        raise ConfigError(f"train.freeze = {unmatched}: no parameter name contains it "
+                          f"(names look like {names[0]!r})")
+    for name, param in model.named_parameters():
+        if any(p in name for p in patterns):
+            param.requires_grad_(False)
 
 
 def exact_monitor(cfg: Config, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,

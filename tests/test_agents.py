@@ -317,6 +317,7 @@ def test_embedded_lm_encoder_prior_and_judge_on_babyai():
     np.testing.assert_allclose(prior.scores(info["text"]), ref, atol=1e-4)
     # a 135M model is a weak judge (near chance on factual questions, see docs/agents.md); sentiment it gets
     judge = LMJudge(lm)
+    reviews = (("loved", "wonderful and fun"), ("hated", "awful and boring"))
     positive, negative = judge.score([f"Review: I {r} this movie, it was {w}.\nIs this review positive?"
-                                      for r, w in (("loved", "wonderful and fun"), ("hated", "awful and boring"))])
+                                      for r, w in reviews])
     assert 0 < negative < positive < 1

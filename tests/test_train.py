@@ -218,3 +218,13 @@ def test_tiny_model_learns_a_simple_reward(tmp_path):
     first = sum(r["reward/mean"] for r in rows[:5]) / 5
     last = sum(r["reward/mean"] for r in rows[-5:]) / 5
     assert first < 0.05 and last > 0.3, (first, last)
+
+
+def test_frozen_parameters_do_not_move(tmp_path):
+    result = langrl.train(tiny_config(train__freeze=["embed_tokens"]), output=tmp_path / "run")
+    before, after = initial_weights(), final_weights(result.run_dir, 3)
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    key = "model.layers.0.mlp.up_proj.weight"
+    assert not torch.equal(before[key], after[key])
+    with pytest.raises(ConfigError, match="no parameter name contains"):
+        langrl.train(tiny_config(train__freeze=["embeddings_typo"]), output=tmp_path / "other")
