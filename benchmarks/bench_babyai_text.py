@@ -67,9 +67,9 @@ def run(kind: str, level: str, steps: int, n_envs: int, eval_episodes: int, seed
     env = DummyVecEnv([make] * n_envs)
     env.seed(seed)
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **ppo_kwargs())
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
-    train_s = time.perf_counter() - start
+    train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu  # CPU: robust to load
     eval_env = DummyVecEnv([lambda: Monitor(make())] * 10)
     eval_env.seed(seed + 1000)
     start = time.perf_counter()
@@ -77,6 +77,7 @@ def run(kind: str, level: str, steps: int, n_envs: int, eval_episodes: int, seed
                                        return_episode_rewards=True)
     eval_s = time.perf_counter() - start
     out = {"agent": kind, "level": level, "steps": int(model.num_timesteps), "train_s": round(train_s, 1),
+           "train_cpu_s": round(train_cpu_s, 1),
            "eval_s": round(eval_s, 1), "eval_episodes": eval_episodes,
            "success_rate": float(np.mean(np.asarray(returns) > 0)),
            "eval_return_mean": float(np.mean(returns)), "eval_length_mean": float(np.mean(lengths))}

@@ -57,9 +57,9 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
 
     env = DummyVecEnv([make] * n_envs)
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **ppo_kwargs(n_envs))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.learn(steps)
-    train_s = time.perf_counter() - start
+    train_s, train_cpu_s = time.perf_counter() - start, time.process_time() - cpu  # CPU: robust to load
     eval_env = DummyVecEnv([lambda: Monitor(make())] * min(eval_episodes, 10))
     eval_env.seed(seed + 1000)
     start = time.perf_counter()
@@ -67,6 +67,7 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
                                  return_episode_rewards=True)
     eval_s = time.perf_counter() - start
     out = {"agent": kind, "steps": int(model.num_timesteps), "train_s": round(train_s, 1),
+           "train_cpu_s": round(train_cpu_s, 1),
            "eval_s": round(eval_s, 1), "eval_episodes": eval_episodes,
            "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns))}
     if kind == "text":
