@@ -16,6 +16,11 @@ from langrl.trainer import TrainResult, train
 
 __version__ = "0.1.0"
 
+try:  # registers the langrl/... text environments with gymnasium when it is installed (extra: agents)
+    import langrl.envs.text  # noqa: F401
+except ImportError:  # pragma: no cover - the core library works without gymnasium
+    pass
+
 __all__ = [
     "LM", "Config", "ConfigError", "LangrlError", "RewardError", "RewardFn", "TrainResult", "build_reward",
     "evaluate", "load_config", "load_lm", "score", "tiny_lm", "train",
