@@ -104,12 +104,12 @@ def cartpole_ids(tiny, max_length=96):
 @pytest.mark.parametrize("pooling", ["mean", "last"])
 def test_encoder_shapes_and_padding_invariance(tiny, pooling):
     env = cartpole_ids(tiny)
-    encoder = LMEncoder(env.observation_space, lm=tiny, pooling=pooling, cache_size=0)
+    encoder = LMEncoder(env.observation_space, lm=tiny, pooling=pooling, cache_size=0, normalize=False)
     obs = np.stack([env.reset(seed=s)[0] for s in range(3)])
     features = encoder(torch.as_tensor(obs, dtype=torch.float32))  # SB3 hands Box observations as floats
     assert features.shape == (3, tiny.model.config.hidden_size) == (3, encoder.features_dim)
     # right padding changes nothing: the same text at a longer fixed length encodes the same
-    longer = LMEncoder(cartpole_ids(tiny, 160).observation_space, lm=tiny, pooling=pooling)
+    longer = LMEncoder(cartpole_ids(tiny, 160).observation_space, lm=tiny, pooling=pooling, normalize=False)
     padded = np.full((3, 160), tiny.tokenizer.pad_token_id)
     padded[:, :96] = obs
     torch.testing.assert_close(longer(torch.as_tensor(padded)), features, atol=1e-5, rtol=1e-5)
@@ -117,7 +117,7 @@ def test_encoder_shapes_and_padding_invariance(tiny, pooling):
 
 def test_encoder_cache_hits_on_repeated_observations(tiny):
     env = cartpole_ids(tiny)
-    encoder = LMEncoder(env.observation_space, lm=tiny)
+    encoder = LMEncoder(env.observation_space, lm=tiny, normalize=False)
     calls = []
     encoder.frozen.module.register_forward_hook(lambda *_: calls.append(1))
     a, b = env.reset(seed=0)[0], env.reset(seed=1)[0]
@@ -129,6 +129,21 @@ def test_encoder_cache_hits_on_repeated_observations(tiny):
     torch.testing.assert_close(first[0], first[2])
     assert not any(p.requires_grad for p in tiny.model.parameters())
     assert not list(encoder.parameters())  # the frozen LM is outside the module tree (see encoder.py)
+
+
+def test_encoder_standardises_features_with_running_statistics(tiny):
+    env = cartpole_ids(tiny)
+    obs = torch.as_tensor(np.stack([env.reset(seed=s)[0] for s in range(6)]))
+    encoder = LMEncoder(env.observation_space, lm=tiny)
+    out = encoder(obs[:4])  # statistics of exactly these 4 rows: zero mean, unit variance per dimension
+    torch.testing.assert_close(out.mean(0), torch.zeros(out.size(1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var(0, unbiased=False), torch.ones(out.size(1)), atol=1e-3, rtol=0)
+    encoder(obs[4:])  # two more rows: the running statistics equal those of all six
+    raw = LMEncoder(env.observation_space, lm=tiny, normalize=False)(obs)
+    stats = encoder.standardize
+    torch.testing.assert_close(stats.running_mean, raw.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stats.running_var, raw.var(0, unbiased=False), atol=1e-5, rtol=1e-4)
+    assert set(encoder.state_dict()) == {f"standardize.running_{n}" for n in ("mean", "var", "count")}
 
 
 def test_encoder_finetune_modes_train_the_right_parameters(tiny):
@@ -227,6 +242,19 @@ def test_prior_dqn_explores_from_the_prior(tiny):
     assert int(greedy) in (0, 1)
     plain = PriorDQN("MlpPolicy", gym.make("CartPole-v1"), learning_starts=10, buffer_size=100, seed=0)
     plain.learn(20)  # without a prior it is SB3's DQN
+
+
+def test_prior_dqn_boltzmann_exploration_follows_the_prior(tiny):
+    env = cartpole_ids(tiny)
+    decode = functools.partial(decode_ids, tiny.tokenizer)
+    dqn = PriorDQN("MlpPolicy", env, prior=FixedPrior(CARTPOLE_ACTIONS, 0), decode=decode, seed=0,
+                   device="cpu", boltzmann_temperature=1.0, prior_weight=1.0, buffer_size=100,
+                   policy_kwargs={"features_extractor_class": LMEncoder,
+                                  "features_extractor_kwargs": {"lm": tiny}, "net_arch": [16]})
+    obs = np.stack([env.reset(seed=s)[0] for s in range(8)])
+    actions = dqn.predict(obs)[0]
+    assert actions.shape == (8,) and (actions == 0).all()  # log prior of -20 outweighs fresh Q-values
+    assert int(dqn.predict(obs[0])[0]) == 0
 
 
 def test_prior_policy_mixes_logits_with_the_prior(tiny):

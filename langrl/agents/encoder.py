@@ -13,6 +13,13 @@ Three ways to treat the LM (``finetune``):
   default ``tau = 1``). Outside the tree it is shared, never averaged, and not saved in checkpoints.
 - ``full``: a private copy of the backbone trains with the agent.
 - ``lora``: a private copy with LoRA adapters (Hu et al. 2021); only the adapters train.
+
+``normalize`` (default on) standardises each feature dimension with running statistics, as SB3's
+``VecNormalize`` does for observations. Pooled LM states are dominated by a few huge, nearly constant
+dimensions: on CartPole-Text, SmolLM2-135M's mean-pooled features have one dimension near 33 while a
+dimension varies by ~0.05 across observations, and any two observations have cosine similarity > 0.99.
+An MLP initialised for unit-scale inputs barely sees the differences; measured on CartPole-Text, PPO
+without this step never left the one-action policy (see docs/agents.md).
 """
 
 from __future__ import annotations
@@ -48,6 +55,37 @@ def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch
     raise ValueError(f"pooling = {how!r}; use 'mean' or 'last'")
 
 
+class RunningStandardize(nn.Module):
+    """``(x - mean) / sqrt(var + eps)`` per dimension, clipped to +-``clip``, with the mean and variance
+    of every feature batch seen so far (Chan et al.'s parallel update).
+
+    The statistics are buffers named ``running_*``: saved with the policy, and copied from the online to
+    the target network by SB3's DQN, which syncs buffers with that prefix (as for batch norm).
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-8, clip: float = 10.0):
+        super().__init__()
+        self.eps, self.clip = eps, clip
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+        self.register_buffer("running_count", torch.zeros(()))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch (B, D) into the running statistics."""
+        n, count = x.size(0), self.running_count.clone()
+        total = count + n
+        delta = x.mean(0) - self.running_mean
+        m2 = self.running_var * count + x.var(0, unbiased=False) * n + delta.square() * count * n / total
+        self.running_mean += delta * n / total
+        self.running_var.copy_(m2 / total)
+        self.running_count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.sqrt(self.running_var + self.eps)
+        return ((x - self.running_mean) / scale).clamp(-self.clip, self.clip)
+
+
 def resolve_lm(lm: LM | str) -> LM:
     """An `LM` as given, or loaded by name once per process (``tiny``, an embedded name, a path)."""
     if isinstance(lm, LM):
@@ -73,8 +111,8 @@ class LMEncoder(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Box, lm: LM | str = "tiny", pooling: Pooling = "mean",
-                 finetune: Finetune = "frozen", cache_size: int = 100_000, lora_r: int = 8,
-                 lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear"):
+                 finetune: Finetune = "frozen", cache_size: int = 100_000, normalize: bool = True,
+                 lora_r: int = 8, lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear"):
         model = resolve_lm(lm)
         backbone = model.model.base_model  # the transformer without its LM head
         super().__init__(observation_space, features_dim=int(model.model.config.hidden_size))
@@ -88,6 +126,7 @@ class LMEncoder(BaseFeaturesExtractor):
         self.frozen: Frozen | None = None
         self.cache: LRUCache[bytes, torch.Tensor] = LRUCache(cache_size if finetune == "frozen" else 0)
         self.lm_forward_calls = 0
+        self.standardize = RunningStandardize(self.features_dim) if normalize else None
         if finetune == "frozen":
             self.frozen = Frozen(backbone)
         elif finetune == "full":
@@ -120,11 +159,22 @@ class LMEncoder(BaseFeaturesExtractor):
         ids, mask = ids[:, :length], mask[:, :length]
         self.lm_forward_calls += 1
         hidden = self.lm(ids.device)(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        return pool_hidden(hidden.float(), mask, self.pooling)
+        features = pool_hidden(hidden.float(), mask, self.pooling)
+        if self.standardize is not None:
+            self.standardize.update(features.detach())
+        return features
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids (SB3 hands them as floats) -> (B, H) features; frozen: from the cache when seen."""
-        ids = observations.long()
+        """(B, L) ids (SB3 hands them as floats) -> (B, H) features; frozen: from the cache when seen.
+
+        The cache holds raw features; standardisation comes after it, so a cached observation follows
+        the running statistics (which each newly encoded observation updates).
+        """
+        features = self.raw_features(observations.long())
+        return features if self.standardize is None else self.standardize(features)
+
+    def raw_features(self, ids: torch.Tensor) -> torch.Tensor:
+        """Pooled LM features (B, H) before standardisation."""
         if self.frozen is None:
             return self.encode(ids)
         keys = [row.tobytes() for row in ids.cpu().numpy()]

@@ -2,6 +2,8 @@
 
 - :class:`PriorDQN`: DQN whose epsilon branch (and warm-up) draws actions from the prior instead of
   uniformly. The coin is tossed per environment (SB3's DQN tosses one coin for the whole batch).
+  With ``boltzmann_temperature`` it explores by Boltzmann sampling of the Q-values mixed with the prior
+  instead, ``a ~ softmax((Q(s, .) + w * log p_LM(.|s)) / T)``.
 - :class:`PriorActorCriticPolicy`: a policy for PPO / A2C whose action distribution is the agent's
   Boltzmann policy times the prior, ``pi(a|s) ∝ exp(l_a(s) + w * log p_LM(a|s))``. The prior enters the
   rollout and the loss identically, so PPO's importance ratios stay exact; the agent's logits learn a
@@ -23,26 +25,29 @@ from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import ActorCriticPolicy
 
-from langrl.agents.exploration import boltzmann_mix, sample_categorical
+from langrl.agents.exploration import boltzmann, boltzmann_mix, sample_categorical
 from langrl.agents.protocols import ActionPrior, ObservationDecoder
 
 
 class PriorDQN(DQN):
-    """``DQN(policy, env, prior=..., decode=..., **dqn_kwargs)``; without a prior it is plain DQN.
+    """``DQN(policy, env, prior=..., decode=..., **dqn_kwargs)``; without a prior (and without
+    ``boltzmann_temperature``) it is plain DQN.
 
     ``prior`` and ``decode`` are not saved with the model; pass them again to ``PriorDQN.load(path,
     prior=..., decode=...)``.
     """
 
     def __init__(self, *args: Any, prior: ActionPrior | None = None, decode: ObservationDecoder | None = None,
-                 **kwargs: Any):
+                 boltzmann_temperature: float | None = None, prior_weight: float = 1.0, **kwargs: Any):
         self.prior = prior
         self.decode = decode
+        self.boltzmann_temperature = boltzmann_temperature
+        self.prior_weight = prior_weight
         self.prior_rng = np.random.default_rng(kwargs.get("seed"))
         super().__init__(*args, **kwargs)
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "prior", "decode", "prior_rng"]
+        return [*super()._excluded_save_params(), "prior", "decode", "prior_rng"]  # the LM stays out
 
     def sample_prior(self, observations: np.ndarray) -> np.ndarray:
         """One action per observation (B, ...) -> (B,), drawn from the prior."""
@@ -52,8 +57,13 @@ class PriorDQN(DQN):
     def predict(self, observation: Any, state: tuple[np.ndarray, ...] | None = None,
                 episode_start: np.ndarray | None = None, deterministic: bool = False,
                 ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        """Greedy, except with probability ``exploration_rate`` per environment: a prior sample."""
-        if self.prior is None or deterministic or isinstance(observation, dict):
+        """Greedy, except with probability ``exploration_rate`` per environment: a prior sample.
+        With ``boltzmann_temperature``: a sample of the Boltzmann policy over Q-values and prior."""
+        if deterministic or isinstance(observation, dict):
+            return super().predict(observation, state, episode_start, deterministic)
+        if self.boltzmann_temperature is not None:
+            return self.boltzmann_predict(observation), state
+        if self.prior is None:
             return super().predict(observation, state, episode_start, deterministic)
         action, state = self.policy.predict(observation, state, episode_start, deterministic=True)
         vectorized = self.policy.is_vectorized_observation(observation)
@@ -63,6 +73,19 @@ class PriorDQN(DQN):
         if explore.any():
             actions[explore] = self.sample_prior(obs[explore])
         return (actions if vectorized else actions[0]), state
+
+    def boltzmann_predict(self, observation: np.ndarray) -> np.ndarray:
+        """``a ~ softmax((Q + w * log prior) / T)`` per environment (no prior: plain Boltzmann on Q)."""
+        assert self.boltzmann_temperature is not None
+        obs_tensor, vectorized = self.policy.obs_to_tensor(observation)
+        with torch.no_grad():
+            q_values = self.q_net(obs_tensor).cpu().numpy()  # (B, A)
+        prior = None
+        if self.prior is not None and self.decode is not None:
+            obs = np.asarray(observation) if vectorized else np.asarray(observation)[None]
+            prior = self.prior.logprobs(self.decode(obs))
+        actions = boltzmann(q_values, self.boltzmann_temperature, self.prior_rng, prior, self.prior_weight)
+        return actions if vectorized else actions[0]
 
     def _sample_action(self, learning_starts: int, action_noise: ActionNoise | None = None,
                        n_envs: int = 1) -> tuple[np.ndarray, np.ndarray]:
