@@ -28,7 +28,7 @@ from langrl.eval import RunLogger, summarise, write_report
 from langrl.io import atomic_write_json, atomic_write_text, read_jsonl
 from langrl.losses.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.losses.logprobs import completion_logits, token_logprobs
-from langrl.models import Reference, apply_lora, load_lm
+from langrl.models import Reference, apply_lora, load_lm, merged_lora
 from langrl.prompts import PromptSet, build_prompts, left_pad
 from langrl.rewards import RewardFn, build_reward, score
 from langrl.rollout import Rollout, SamplingConfig, sample
@@ -193,11 +193,15 @@ def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                     indices: list[int], sampling: SamplingConfig, generator: torch.Generator,
                     value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     ) -> tuple[Rollout, list[str], list[str]]:
-    """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions."""
+    """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions.
+
+    With LoRA the adapter is folded into the weights while sampling (decoding through it is ~2x slower).
+    """
     device = next(policy.parameters()).device
     ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
-    rollout = sample(policy, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id, generator,
-                     value_head)
+    with merged_lora(policy) as snapshot:
+        rollout = sample(snapshot, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                         generator, value_head)
     completions = decode_completions(tokenizer, rollout)
     texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
     return rollout, texts, completions

@@ -1,7 +1,8 @@
 """Models: loading (embedded, hub, local, tiny), LoRA and the reference policy."""
 
 from langrl.models.loading import DEFAULT_MODEL, EMBEDDED, LM, cache_dir, load_lm
-from langrl.models.reference import Reference, apply_lora
+from langrl.models.reference import Reference, apply_lora, merged_lora
 from langrl.models.tiny import tiny_lm
 
-__all__ = ["DEFAULT_MODEL", "EMBEDDED", "LM", "Reference", "apply_lora", "cache_dir", "load_lm", "tiny_lm"]
+__all__ = ["DEFAULT_MODEL", "EMBEDDED", "LM", "Reference", "apply_lora", "cache_dir", "load_lm",
+           "merged_lora", "tiny_lm"]

@@ -7,11 +7,13 @@ in memory. Otherwise it is a frozen copy of the initial model.
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
 from peft import PeftModel, get_peft_model
+from peft.tuners.lora import Linear as LoraLinear
 from transformers import PreTrainedModel
 
 from langrl.losses.logprobs import completion_logits
@@ -23,6 +25,45 @@ def apply_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float,
     config = PeftLoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                             task_type="CAUSAL_LM")
     return get_peft_model(model, config)
+
+
+@contextmanager
+def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
+    """``model`` with its LoRA adapters folded into the base weights, for inference (sampling).
+
+    Decoding through an unmerged adapter adds two small matmuls (and their dispatch overhead) to every
+    linear layer of every step, which made decoding ~2x slower on CPU. Inside the context each adapted
+    weight is replaced by ``W + scale * B @ A`` (a new tensor) and the adapters are disabled; on exit the
+    original tensors are put back untouched. (PEFT's ``merge_adapter``/``unmerge_adapter`` instead add and
+    subtract in place, which moves the frozen base, i.e. the reference, by a rounding error every call:
+    negligible in float32, up to half a bfloat16 ulp (0.2%) per call in bfloat16.) The merged copies
+    cost the adapted weights' size while sampling. Without LoRA, or with adapters this does not know how
+    to fold (DoRA, LoRA bias, non-linear layers), ``model`` is returned as it is.
+    """
+    layers = [m for m in model.modules() if hasattr(m, "lora_A")] if isinstance(model, PeftModel) else []
+    if not layers or not all(foldable(m) for m in layers):
+        yield model
+        return
+    originals = []
+    with torch.no_grad():
+        for layer in layers:
+            base = layer.get_base_layer()
+            names = [name for name in layer.active_adapters if name in layer.lora_A]
+            delta = sum(layer.get_delta_weight(name) for name in names)
+            originals.append((base, base.weight.data))
+            base.weight.data = base.weight.data + delta
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:
+        for base, weight in originals:
+            base.weight.data = weight
+
+
+def foldable(layer: torch.nn.Module) -> bool:
+    """A plain LoRA linear layer: its adapter is exactly ``W + scale * B @ A``."""
+    return (isinstance(layer, LoraLinear) and not getattr(layer, "lora_variant", {})
+            and not any(getattr(layer, "lora_bias", {}).values()))
 
 
 class Reference:
