@@ -15,7 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Reinforcement learning with language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fine-tune a policy as a YAML config says")
+    train = sub.add_parser("train", help="fine-tune a policy as a YAML config says (a config with an "
+                                         "'env' section trains an LM agent in that environment)")
     train.add_argument("config", help="YAML config, e.g. configs/positive_sentiment.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set steps=3 --set kl.coef=0.1 (repeatable)")
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="the policy: a checkpoint folder, embedded name or hub id")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ev.add_argument("--num-prompts", type=int, default=16, help="how many of the config's prompts")
+    ev.add_argument("--episodes", type=int, help="agent configs (with 'env'): held-out episodes (default: "
+                                                 "the config's eval.episodes); MODEL may be a run folder")
 
     report = sub.add_parser("report", help="(re)write report.png and report.md of a run folder")
     report.add_argument("run_dir")
@@ -67,6 +70,10 @@ def quiet_library_progress_bars() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from langrl.agents.config import is_agent_config
+
+    if is_agent_config(args.config):
+        return cmd_train_agent(args)
     from langrl.trainer import train
 
     result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
@@ -99,7 +106,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_agent(args: argparse.Namespace) -> int:
+    from langrl.agents.lm_ppo import train_agent
+
+    result = train_agent(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
+    print(f"\nrun folder: {result.run_dir}")
+    for phase, r in result.summary["phases"].items():
+        print(f"{phase}: success rate {fmt(r['success_rate'])}, mean return {fmt(r['mean_return'])} "
+              f"at {int(r['env_steps'])} env steps")
+    print(f"report: {result.run_dir / 'report.md'}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from langrl.agents.config import is_agent_config
+
+    if is_agent_config(args.config):
+        from langrl.agents.lm_ppo import evaluate_agent
+
+        print(json.dumps(evaluate_agent(args.config, args.model, args.episodes, args.overrides), indent=2))
+        return 0
     from langrl.evaluate import evaluate
 
     print(json.dumps(evaluate(args.config, args.model, args.num_prompts, args.overrides), indent=2,
@@ -108,6 +134,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from langrl.agents.report import is_agent_run, write_agent_report
+
+    if is_agent_run(Path(args.run_dir)):
+        print(write_agent_report(Path(args.run_dir)))
+        return 0
     from langrl.eval import write_report
 
     print(write_report(Path(args.run_dir)))

@@ -6,6 +6,7 @@ overrides reach every key; values are parsed as YAML, so ``--set steps=3`` gives
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -184,13 +185,12 @@ def set_override(data: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
 
 
-def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read YAML (or take a dict), apply ``key=value`` overrides, validate.
-
-    A file's relative ``prompts.file`` is resolved against the file's folder first.
-    """
+def read_config_data(source: str | Path | dict[str, Any],
+                     overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
+    """The raw mapping of a YAML file (or a dict) with ``key=value`` overrides applied, and the file's
+    folder (None for a dict)."""
     if isinstance(source, dict):
-        data, base = dict(source), None
+        data, base = copy.deepcopy(source), None  # overrides must not reach into the caller's dict
     else:
         path = Path(source)
         if not path.is_file():
@@ -205,6 +205,15 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         base = path.parent
     for assignment in overrides:
         set_override(data, assignment)
+    return data, base
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read YAML (or take a dict), apply ``key=value`` overrides, validate.
+
+    A file's relative ``prompts.file`` is resolved against the file's folder first.
+    """
+    data, base = read_config_data(source, overrides)
     # The reward union gets its own messages ("unknown reward type 'x'; allowed types: ...").
     reward = data.get("reward")
     if isinstance(reward, list):
@@ -222,13 +231,14 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
     return config
 
 
-def format_errors(error: ValidationError) -> str:
-    """One line per problem: ``field.path = value: what is wrong (allowed: ...)``."""
+def format_errors(error: ValidationError, root: type[BaseModel] = Config) -> str:
+    """One line per problem: ``field.path = value: what is wrong (allowed: ...)``; ``root`` is the model
+    that was validated."""
     lines = []
     for item in error.errors():
         loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(unknown_field_message(loc))
+            lines.append(unknown_field_message(loc, root))
         elif item["type"] == "missing":
             lines.append(f"{loc}: required field is missing")
         else:
@@ -236,10 +246,10 @@ def format_errors(error: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(lines)
 
 
-def unknown_field_message(loc: str) -> str:
+def unknown_field_message(loc: str, root: type[BaseModel] = Config) -> str:
     """Name the unknown key and suggest the closest allowed one."""
     *parents, name = loc.split(".")
-    model: type[BaseModel] = Config
+    model: type[BaseModel] = root
     for part in parents:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         sub = next((a for a in getattr(annotation, "__args__", (annotation,))

@@ -5,6 +5,9 @@
 - `LMActionPrior`: the LM's distribution over action strings; `PriorDQN` and `PriorActorCriticPolicy`
   explore with it in SB3.
 - `exploration`: epsilon-greedy (and its schedules), Boltzmann, UCB, as pure functions.
+- `LMPolicy`: the LM as the policy (GLAM): it scores the action strings (`score_actions`, one batched
+  pass for all environments); `train_agent` trains it with behaviour cloning then PPO over environment
+  steps, `evaluate_agent` measures its success rate on held-out seeds.
 
 Names are imported on first use: stable-baselines3 is only needed for the SB3 classes.
 """
@@ -17,22 +20,32 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from langrl.agents.cache import LRUCache
     from langrl.agents.encoder import LMEncoder, pool_hidden
+    from langrl.agents.episodes import Episode, bot_episodes, run_episodes
+    from langrl.agents.imitation import behaviour_cloning, lm_demonstrations
     from langrl.agents.judge import LMJudge
     from langrl.agents.judge_reward import LMJudgeReward
+    from langrl.agents.lm_policy import LMPolicy
+    from langrl.agents.lm_ppo import evaluate_agent, train_agent
     from langrl.agents.prior import LMActionPrior, action_logprobs
     from langrl.agents.protocols import ActionPrior, ObservationDecoder
     from langrl.agents.sb3 import PriorActorCriticPolicy, PriorDQN
+    from langrl.agents.scoring import score_actions
 
 LAZY = {
     "LRUCache": "cache", "LMEncoder": "encoder", "pool_hidden": "encoder", "LMJudge": "judge",
     "LMJudgeReward": "judge_reward", "LMActionPrior": "prior", "action_logprobs": "prior",
     "ActionPrior": "protocols", "ObservationDecoder": "protocols", "PriorActorCriticPolicy": "sb3",
-    "PriorDQN": "sb3",
+    "PriorDQN": "sb3", "Episode": "episodes", "bot_episodes": "episodes", "run_episodes": "episodes",
+    "behaviour_cloning": "imitation", "lm_demonstrations": "imitation", "LMPolicy": "lm_policy",
+    "evaluate_agent": "lm_ppo", "train_agent": "lm_ppo", "score_actions": "scoring",
 }
 
 __all__ = [
-    "ActionPrior", "LMActionPrior", "LMEncoder", "LMJudge", "LMJudgeReward", "LRUCache", "ObservationDecoder",
-    "PriorActorCriticPolicy", "PriorDQN", "action_logprobs", "pool_hidden",
+    "ActionPrior", "Episode", "LMActionPrior", "LMEncoder", "LMJudge", "LMJudgeReward", "LMPolicy",
+    "LRUCache",
+    "ObservationDecoder", "PriorActorCriticPolicy", "PriorDQN", "action_logprobs", "behaviour_cloning",
+    "bot_episodes", "evaluate_agent", "lm_demonstrations", "pool_hidden", "run_episodes", "score_actions",
+    "train_agent",
 ]
 
 

@@ -88,3 +88,34 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: fl
     if not shift_mean:
         out = out + mean
     return torch.where(valid, out, zeros)
+
+
+def gae_env_steps(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over the environment steps of a vectorised rollout, (T, N) x3 x (N,) -> advantages (T, N),
+    returns (T, N); column n is environment n, whose episodes end and restart within the rollout.
+
+        delta_t = r_t + gamma (1 - d_t) V_{t+1} - V_t
+        A_t     = delta_t + gamma lam (1 - d_t) A_{t+1}
+        R_t     = A_t + V_t
+
+    ``dones[t, n]`` = 1 when the episode ended at step t: nothing flows back across it (V_{t+1} is then
+    the next episode's first state). A truncated episode's bootstrap gamma V(final observation) belongs in
+    its last reward. After the last step, V = ``last_values`` (the state the next rollout starts from).
+    On a single episode that ends at a row's last valid step this equals :func:`gae` with that mask.
+    """
+    not_done = 1.0 - dones.to(values.dtype)
+    advantages = torch.zeros_like(values)
+    next_adv, next_value = torch.zeros_like(last_values, dtype=values.dtype), last_values.to(values.dtype)
+    for t in range(values.size(0) - 1, -1, -1):
+        delta = rewards[t] + gamma * not_done[t] * next_value - values[t]
+        next_adv = delta + gamma * lam * not_done[t] * next_adv
+        advantages[t] = next_adv
+        next_value = values[t]
+    return advantages, advantages + values

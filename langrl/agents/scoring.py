@@ -1,0 +1,94 @@
+"""Action scoring for many prompts at once: the summed token log-probabilities of each admissible action
+string after each prompt, and the prompt's final hidden state, in two forward passes.
+
+For B prompts (one per environment) and A action strings, the score is
+
+    score[b, a] = log p(a | x_b) = sum_k log p(a_k | x_b, a_<k)
+
+(GLAM, Carta et al. 2023, sec. 3.2). Instead of B * A full forwards, the B prompts run once (left-padded,
+batch B), their KV cache is repeated A times (batch B * A), and one more pass runs the right-padded action
+continuations (all but each action's last token, which predicts nothing scored). The first token of every
+action is scored from the prompt pass's last logits. Gradients reach the prompt through its keys and
+values (the repetition is an index whose backward sums the copies), so this is also the training forward.
+``langrl.agents.prior.action_logprobs`` is the no-grad special case B = 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from transformers import PreTrainedModel
+
+from langrl.losses.logprobs import token_logprobs
+
+
+class ActionScores(NamedTuple):
+    """``scores`` (B, A) summed log-probs of each action after each prompt; ``hidden`` (B, H) the final
+    hidden state at each prompt's last token (what a value head reads)."""
+
+    scores: torch.Tensor
+    hidden: torch.Tensor
+
+
+def pad_actions(action_ids: Sequence[Sequence[int]], pad_id: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A lists of >= 1 ids -> right-padded ids (A, Ta) and their mask (A, Ta)."""
+    if not action_ids or any(len(a) == 0 for a in action_ids):
+        raise ValueError("every action must have at least one token")
+    width = max(len(a) for a in action_ids)
+    ids = torch.full((len(action_ids), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(action_ids), width, dtype=torch.long, device=device)
+    for i, a in enumerate(action_ids):
+        ids[i, : len(a)] = torch.tensor(list(a), device=device)
+        mask[i, : len(a)] = 1
+    return ids, mask
+
+
+def pad_prompts(prompt_ids: Sequence[Sequence[int]], pad_id: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """B lists of >= 1 ids -> left-padded ids (B, Tp) and their mask (B, Tp): every prompt ends at Tp - 1."""
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt must have at least one token")
+    width = max(len(p) for p in prompt_ids)
+    ids = torch.full((len(prompt_ids), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(prompt_ids), width, dtype=torch.long, device=device)
+    for i, p in enumerate(prompt_ids):
+        ids[i, width - len(p):] = torch.tensor(list(p), device=device)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+def score_actions(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
+                  action_ids: Sequence[Sequence[int]], pad_id: int = 0) -> ActionScores:
+    """Scores (B, A) of the same A actions after each of B prompts of any lengths, and hidden (B, H).
+
+    Prompts (B lists of ids) and actions (A lists of ids) are tokenised separately, so the scored tokens
+    are exactly the action's. Left padding of the prompts is masked and position ids count real tokens
+    only, so a prompt scores the same alone or in a batch; action pads sit after the real tokens and
+    their log-probs are masked out. Runs under the caller's grad mode.
+    """
+    device = model.device
+    actions, action_mask = pad_actions(action_ids, pad_id, device)  # (A, Ta)
+    prompts, prompt_mask = pad_prompts(prompt_ids, pad_id, device)  # (B, Tp)
+    n_prompts, n_actions, width = prompts.size(0), actions.size(0), actions.size(1)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions, use_cache=width > 1,
+                logits_to_keep=1, output_hidden_states=True)
+    hidden = out.hidden_states[-1][:, -1]  # (B, H): the state after the prompt's last token
+    first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): the distribution of each action's 1st token
+    scores = first[:, actions[:, 0]]  # (B, A)
+    if width > 1:
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n_actions)  # row b * A + a: prompt b, to be continued by action a
+        tail, tail_mask = actions[:, :-1].repeat(n_prompts, 1), action_mask[:, :-1].repeat(n_prompts, 1)
+        lengths = prompt_mask.sum(-1).repeat_interleave(n_actions)  # (B * A,)
+        tail_positions = lengths[:, None] + torch.arange(width - 1, device=device)
+        attention = torch.cat([prompt_mask.repeat_interleave(n_actions, 0), tail_mask], 1)
+        logits = model(input_ids=tail, attention_mask=attention, position_ids=tail_positions,
+                       past_key_values=cache, use_cache=True).logits  # (B * A, Ta - 1, V)
+        targets, target_mask = actions[:, 1:].repeat(n_prompts, 1), action_mask[:, 1:].repeat(n_prompts, 1)
+        rest = (token_logprobs(logits, targets) * target_mask).sum(-1)  # (B * A,)
+        scores = scores + rest.view(n_prompts, n_actions)
+    return ActionScores(scores=scores, hidden=hidden)
