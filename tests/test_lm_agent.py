@@ -233,3 +233,12 @@ def test_agent_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"policy\.template must contain \{observation\}"):
         load_agent_config({"env": {}}, ["policy.template=hello {actions}"])
     assert not is_agent_config({"prompts": {"items": ["a"]}, "reward": {"type": "vader"}})
+
+
+def test_shipped_config_is_an_agent_config():
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "configs" / "babyai_goto.yaml"
+    assert is_agent_config(path)
+    cfg = load_agent_config(path)
+    assert cfg.imitation.source == "bot" and cfg.env.id == BABYAI and cfg.updates >= 1
