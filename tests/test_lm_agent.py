@@ -82,6 +82,34 @@ def test_batched_scoring_across_envs_equals_per_env_scoring(tiny):
         torch.testing.assert_close(batched.scores[b], slow, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_shared_prompt_prefix_runs_once_and_changes_nothing(tiny, share_prefix):
+    """Prompts that start alike (the chat header and the instructions) share one pass over that part;
+    scores, hidden states and gradients equal the unshared computation and the slow reference."""
+    policy = LMPolicy(tiny, ["a", "go on"], window=0)
+    prompts = policy.prompt_ids(["Goal: go to the red ball.\nYou see a key.", "Goal: go to the red box.",
+                                 "Goal: open it."])
+    calls = []
+    hook = tiny.model.model.register_forward_pre_hook(lambda m, a, kw: calls.append(kw["input_ids"].shape),
+                                                      with_kwargs=True)
+    got = score_actions(tiny.model, prompts, policy.prior.action_ids, 0, share_prefix=share_prefix)
+    hook.remove()
+    rows = [shape[0] for shape in calls]
+    assert rows == ([1, 3, 6] if share_prefix else [3, 6])  # shared part, own parts, continuations
+    got.scores.sum().backward()
+    grads = [p.grad.clone() for p in tiny.model.parameters()]
+    tiny.model.zero_grad()
+    ref = score_actions(tiny.model, prompts, policy.prior.action_ids, 0, share_prefix=False)
+    ref.scores.sum().backward()
+    torch.testing.assert_close(got.scores, ref.scores, atol=1e-4, rtol=0)
+    torch.testing.assert_close(got.hidden, ref.hidden, atol=1e-4, rtol=0)
+    for g, r in zip(grads, (p.grad for p in tiny.model.parameters()), strict=True):
+        torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    for b, prompt in enumerate(prompts):
+        slow = slow_scores(tiny.model, prompt, policy.prior.action_ids)
+        torch.testing.assert_close(got.scores[b].detach(), slow, atol=1e-4, rtol=0)
+
+
 def test_untrained_policy_is_the_zero_shot_prior(tiny):
     policy = LMPolicy(tiny, BABYAI_ACTIONS, window=0)
     obs = ["Goal: go to the red ball.\nYou see a red ball 2 steps forward.", "Goal: pick up a key."]

@@ -6,10 +6,11 @@ For B prompts (one per environment) and A action strings, the score is
     score[b, a] = log p(a | x_b) = sum_k log p(a_k | x_b, a_<k)
 
 (GLAM, Carta et al. 2023, sec. 3.2). Instead of B * A full forwards, the B prompts run once (left-padded,
-batch B), their KV cache is repeated A times (batch B * A), and one more pass runs the right-padded action
-continuations (all but each action's last token, which predicts nothing scored). The first token of every
-action is scored from the prompt pass's last logits. Gradients reach the prompt through its keys and
-values (the repetition is an index whose backward sums the copies), so this is also the training forward.
+batch B; the part they all share runs once, batch 1), their KV cache is repeated A times (batch B * A),
+and one more pass runs the right-padded action continuations (all but each action's last token, which
+predicts nothing scored). The first token of every action is scored from the prompt pass's last logits.
+Gradients reach the prompt through its keys and values (the repetition is an index whose backward sums
+the copies), so this is also the training forward.
 ``langrl.agents.prior.action_logprobs`` is the no-grad special case B = 1.
 """
 
@@ -60,22 +61,47 @@ def pad_prompts(prompt_ids: Sequence[Sequence[int]], pad_id: int,
     return ids, mask
 
 
+SHARED_PREFIX_MIN = 8  # shorter common prefixes are not worth a separate pass
+
+
+def common_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
+    """How many leading token ids all the prompts share."""
+    first, n = prompt_ids[0], min(len(p) for p in prompt_ids)
+    for i in range(n):
+        if any(p[i] != first[i] for p in prompt_ids):
+            return i
+    return n
+
+
 def score_actions(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
-                  action_ids: Sequence[Sequence[int]], pad_id: int = 0) -> ActionScores:
+                  action_ids: Sequence[Sequence[int]], pad_id: int = 0,
+                  share_prefix: bool = True) -> ActionScores:
     """Scores (B, A) of the same A actions after each of B prompts of any lengths, and hidden (B, H).
 
     Prompts (B lists of ids) and actions (A lists of ids) are tokenised separately, so the scored tokens
     are exactly the action's. Left padding of the prompts is masked and position ids count real tokens
     only, so a prompt scores the same alone or in a batch; action pads sit after the real tokens and
-    their log-probs are masked out. Runs under the caller's grad mode.
+    their log-probs are masked out. With ``share_prefix``, the leading tokens that all B prompts share
+    (the chat header, the instructions and the list of actions: about a third of a BabyAI prompt) run
+    once, batch 1, and their keys and values are repeated B times; each prompt's own tokens follow,
+    left-padded after the shared part (the pads are masked, positions skip them). Runs under the
+    caller's grad mode.
     """
     device = model.device
     actions, action_mask = pad_actions(action_ids, pad_id, device)  # (A, Ta)
-    prompts, prompt_mask = pad_prompts(prompt_ids, pad_id, device)  # (B, Tp)
-    n_prompts, n_actions, width = prompts.size(0), actions.size(0), actions.size(1)
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prompts, attention_mask=prompt_mask, position_ids=positions, use_cache=width > 1,
-                logits_to_keep=1, output_hidden_states=True)
+    n_prompts, n_actions, width = len(prompt_ids), actions.size(0), actions.size(1)
+    shared = common_prefix_length(prompt_ids) - 1 if share_prefix and n_prompts > 1 else 0
+    shared = shared if shared >= SHARED_PREFIX_MIN else 0  # keeps >= 1 own token per prompt
+    cache = None
+    if shared:
+        head = torch.tensor([list(prompt_ids[0][:shared])], device=device)
+        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(n_prompts)
+    own, own_mask = pad_prompts([p[shared:] for p in prompt_ids], pad_id, device)  # (B, Tp - shared)
+    prompt_mask = torch.cat([torch.ones(n_prompts, shared, dtype=torch.long, device=device), own_mask], 1)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    out = model(input_ids=own, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache,
+                use_cache=width > 1 or cache is not None, logits_to_keep=1, output_hidden_states=True)
     hidden = out.hidden_states[-1][:, -1]  # (B, H): the state after the prompt's last token
     first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): the distribution of each action's 1st token
     scores = first[:, actions[:, 0]]  # (B, A)
