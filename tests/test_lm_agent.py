@@ -208,6 +208,18 @@ def test_ppo_learns_to_pick_the_rewarded_action(tmp_path):
     assert ppo_rows[-1]["rollout/success_rate"] > ppo_rows[0]["rollout/success_rate"]
 
 
+def test_cloning_from_a_prompted_lm_proposer_through_the_trainer(tmp_path):
+    cfg = pick_config(imitation={"source": "lm", "episodes": 8, "epochs": 2, "proposer_greedy": False,
+                                 "proposer_template": "Say b. Actions: {actions}.\n{observation}\nAnswer:"},
+                      ppo={"env_steps": 16}, eval={"episodes": 4, "prior": False})
+    result = train_agent(cfg, output=tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    demo = next(r for r in rows if "bc/demos" in r)
+    assert 0 < demo["bc/demos"] <= 8 and demo["bc/samples"] == demo["bc/demos"]  # one-step episodes
+    assert demo["bc/loss_after"] < demo["bc/loss_before"]
+    assert "cloned" in result.summary["phases"]
+
+
 def test_ppo_smoke_on_babyai_with_bot_cloning_kl_lora_and_resume(tmp_path, tiny):
     cfg = {"model": "tiny", "env": {"id": BABYAI, "num_envs": 2, "max_episode_steps": 5},
            "policy": {"window": 1}, "imitation": {"source": "bot", "episodes": 2, "epochs": 1},
