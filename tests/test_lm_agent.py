@@ -1,6 +1,7 @@
 """The LM as an agent's policy (GLAM): batched action scoring, GAE over env steps, PPO, cloning, CLI."""
 
 import json
+import os
 
 import gymnasium as gym
 import numpy as np
@@ -282,3 +283,25 @@ def test_shipped_config_is_an_agent_config():
     assert is_agent_config(path)
     cfg = load_agent_config(path)
     assert cfg.imitation.source == "bot" and cfg.env.id == BABYAI and cfg.updates >= 1
+
+
+USER_CACHE = os.environ.get("LANGRL_CACHE")  # read before the autouse fixture isolates the cache
+
+
+@pytest.mark.slow
+def test_embedded_model_runs_the_shipped_config_end_to_end(tmp_path, monkeypatch):
+    """The real pipeline on SmolLM2-135M, a handful of steps: bot cloning, one PPO update, evaluation."""
+    if USER_CACHE:  # reuse the converted model rather than converting it again (~25 s)
+        monkeypatch.setenv("LANGRL_CACHE", USER_CACHE)
+    else:
+        monkeypatch.delenv("LANGRL_CACHE")
+    overrides = ["env.num_envs=1", "env.max_episode_steps=4", "policy.window=0", "imitation.episodes=1",
+                 "imitation.seed_start=100001", "imitation.epochs=1", "ppo.n_steps=2", "ppo.env_steps=2",
+                 "ppo.epochs=1", "ppo.minibatch_size=2", "eval.episodes=1", "eval.prior=false",
+                 "log.tensorboard=false"]
+    result = train_agent("configs/babyai_goto.yaml", output=tmp_path / "run", overrides=overrides)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    demo = next(r for r in rows if "bc/demos" in r)
+    assert demo["bc/samples"] == 4 and demo["bc/loss_after"] < demo["bc/loss_before"]
+    assert set(result.summary["phases"]) == {"cloned", "eval"} and rows[-1]["env/steps"] == 2
+    assert rows[-1]["time/env_step_s"] > 0 and np.isfinite(rows[-1]["loss/value"])
