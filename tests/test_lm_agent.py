@@ -212,8 +212,16 @@ def test_ppo_learns_to_pick_the_rewarded_action(tmp_path):
 def test_cloning_from_a_prompted_lm_proposer_through_the_trainer(tmp_path):
     cfg = pick_config(imitation={"source": "lm", "episodes": 8, "epochs": 2, "proposer_greedy": False,
                                  "proposer_template": "Say b. Actions: {actions}.\n{observation}\nAnswer:"},
-                      ppo={"env_steps": 16}, eval={"episodes": 4, "prior": False})
+                      ppo={"env_steps": 16}, eval={"episodes": 4, "prior": False},
+                      policy={"freeze": ["embed_tokens"]})
     result = train_agent(cfg, output=tmp_path / "run")
+    from langrl.models import load_lm
+
+    trained = load_lm(str(tmp_path / "run" / "checkpoints" / "step-1")).model
+    initial = load_lm("tiny").model
+    assert torch.equal(trained.model.embed_tokens.weight, initial.model.embed_tokens.weight)
+    up = [m.model.layers[0].mlp.up_proj.weight for m in (trained, initial)]
+    assert not torch.equal(*up)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     demo = next(r for r in rows if "bc/demos" in r)
     assert 0 < demo["bc/demos"] <= 8 and demo["bc/samples"] == demo["bc/demos"]  # one-step episodes

@@ -32,6 +32,8 @@ class PolicySection(Section):
     chat: bool | None = Field(None, description="wrap the prompt in the chat template; null: when the "
                                                 "tokenizer has one")
     sep: str = Field(" ", description="text between the prompt and an action string (without chat)")
+    freeze: list[str] = Field(default_factory=list, description="freeze parameters whose name contains any "
+                              "of these, e.g. [embed_tokens] (as train.freeze of LM runs)")
 
     @model_validator(mode="after")
     def placeholders(self) -> PolicySection:

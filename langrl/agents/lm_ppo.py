@@ -48,7 +48,7 @@ from langrl.losses.kl import kl_exact
 from langrl.losses.policy import clipped_surrogate
 from langrl.losses.value import clipped_value_loss
 from langrl.models import LM, Reference, apply_lora, load_lm
-from langrl.trainer import TrainResult, lr_factor, resolve_run_dir
+from langrl.trainer import TrainResult, freeze, lr_factor, resolve_run_dir
 
 ReferenceScorer = Callable[[Sequence[Sequence[int]]], torch.Tensor]  # prompts (B,) -> logits (B, A)
 
@@ -291,6 +291,7 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
     if cfg.lora is not None:
         lm = LM(apply_lora(lm.model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules),
                 lm.tokenizer, lm.name)
+    freeze(lm.model, cfg.policy.freeze)
     policy = build_policy(cfg, lm, actions).eval()
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
