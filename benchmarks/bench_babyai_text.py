@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--agents", default="symbolic,text", help="comma-separated: symbolic, text")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # one core: the machine is shared; set OMP_NUM_THREADS=1 as well
     results = []
     for kind in args.agents.split(","):
         result = run(kind, args.level, args.steps, args.n_envs, args.eval_episodes, args.seed, args.lm)

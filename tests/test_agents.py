@@ -206,6 +206,28 @@ def test_prior_sums_to_one_and_matches_the_slow_reference(tiny, chat):
     assert prior.cache.misses == misses and prior.cache.hits >= 2
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_prior_reuses_the_shared_prompt_prefix(tiny, chat):
+    """The header before the observation is run once; scores still equal a full pass per action."""
+    prior = LMActionPrior(tiny, BABYAI_ACTIONS, chat=chat)
+    obs = "Goal: open the door.\nYou see a wall 1 step left."
+    n, _ = prior.shared_prefix()
+    assert n > 5 and prior.prompt_ids(obs)[:n] == prior.prefix_ids
+    ref = reference_scores(tiny, prior.prompt_ids(obs), prior.action_ids)
+    np.testing.assert_allclose(prior.scores(obs), ref, atol=1e-5)
+    np.testing.assert_allclose(prior.scores(obs + " Again."), reference_scores(
+        tiny, prior.prompt_ids(obs + " Again."), prior.action_ids), atol=1e-5)  # the prefix cache is not consumed
+
+
+def test_calibrated_prior_divides_by_the_content_free_prior(tiny):
+    raw = LMActionPrior(tiny, BABYAI_ACTIONS)
+    calibrated = LMActionPrior(tiny, BABYAI_ACTIONS, calibrate=True)
+    np.testing.assert_allclose(calibrated.probs(["N/A"])[0], 1 / 6, atol=1e-9)  # uninformative: uniform
+    obs = "Goal: go to the red ball.\nYou see a red ball 2 steps forward."
+    expected = ex.softmax(raw.scores(obs) - raw.scores("N/A"))
+    np.testing.assert_allclose(calibrated.probs([obs])[0], expected, atol=1e-9)
+
+
 def test_action_logprobs_single_token_actions(tiny):
     scores = action_logprobs(tiny.model, [1, 70, 71], [[72], [73]])
     np.testing.assert_allclose(scores.numpy(), reference_scores(tiny, [1, 70, 71], [[72], [73]]), atol=1e-5)
