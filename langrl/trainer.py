@@ -137,8 +137,12 @@ def build_run(cfg: Config) -> Run:
     freeze(policy, cfg.train.freeze)
     policy.eval()
     algorithm = build_algorithm(cfg, policy, critic)
-    optimizer = torch.optim.AdamW(trainable(policy, algorithm.modules()), lr=cfg.optim.lr,
-                                  betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+    params = trainable(policy, algorithm.modules())
+    # fused: one kernel per parameter group instead of a chain of foreach ops over all parameters; it
+    # reads and writes the optimizer state once (faster on CPU and CUDA, see benchmarks/RESULTS.md).
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                  weight_decay=cfg.optim.weight_decay,
+                                  fused=params[0].device.type in ("cpu", "cuda") if params else None)
     reward = build_reward(cfg.reward)
     prompts = build_prompts(cfg.prompts, lm.tokenizer, cfg.seed)
     sampling = SamplingConfig(**cfg.sampling.model_dump())

@@ -63,3 +63,13 @@ def test_same_seed_same_samples(tiny):
 def test_top_k_one_is_greedy(tiny):
     r = rollout(tiny, ["x"], group_size=2, top_k=1)
     assert torch.equal(r.completion_ids[0], r.completion_ids[1])
+
+
+def test_draw_follows_the_distribution_and_skips_zero_probability_entries():
+    from langrl.rollout.sampling import draw
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20000, 1)
+    tokens = draw(probs, torch.Generator().manual_seed(0))
+    counts = torch.bincount(tokens, minlength=6).float() / len(tokens)
+    assert counts[[0, 2, 5]].sum() == 0
+    torch.testing.assert_close(counts, probs[0], atol=0.015, rtol=0)

@@ -52,6 +52,7 @@ def completion_forward(
     completion_len: int,
     temperature: float = 1.0,
     hidden: bool = False,
+    share_prompt: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (B, Tc, V) for the completion positions and, with ``hidden``, the final hidden states
     (B, Tc, H) at the same positions (the states from which each completion token is chosen).
@@ -63,13 +64,14 @@ def completion_forward(
     per row. The prompt is about half the tokens of a chat-templated batch, so this saves most of that
     half in the reference pass and in the forward and backward of the update; gradients flow to the
     shared prompt through its keys and values (the expansion is an index, whose backward sums the rows).
-    Position ids follow the attention mask so that they match those used while sampling.
+    ``share_prompt=False`` runs every row in full (for comparisons). Position ids follow the attention
+    mask so that they match those used while sampling.
     """
     ids, mask = input_ids[:, :-1], attention_mask[:, :-1]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     split = ids.size(1) - completion_len  # the prompt minus its last token: the part a group can share
     cache = None
-    if split > 0:
+    if share_prompt and split > 0:
         first, index = repeated_rows(ids[:, :split], mask[:, :split])
         if first.numel() < ids.size(0):
             prefix = model(input_ids=ids[first, :split], attention_mask=mask[first, :split],

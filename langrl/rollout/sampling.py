@@ -76,6 +76,19 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One index per row of ``probs`` (N, V), drawn by inverting the cumulative distribution: (N,).
+
+    ``torch.multinomial`` draws an exponential variate for every vocabulary entry (N x V random numbers,
+    ~12 ms of a ~120 ms decode step for 8 x 49k on one CPU core); inverting the CDF needs N uniforms.
+    The CDF is summed in float64 and scaled by its total, so rounding neither biases the draw nor lets
+    it land on a zero-probability entry (those add nothing to the CDF, and ``right=True`` skips them).
+    """
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    u = torch.rand(probs.size(0), 1, generator=generator, device=probs.device, dtype=torch.float64)
+    return torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(-1).clamp_(max=probs.size(-1) - 1)
+
+
 def sample(
     model: PreTrainedModel,
     prompt_ids: torch.Tensor,
@@ -130,9 +143,9 @@ def sample_tensors(
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
     tokens, logps, alive, values = [], [], [], []
     for _ in range(config.max_new_tokens):
-        scaled = logits / config.temperature
+        scaled = logits / config.temperature if config.temperature != 1.0 else logits
         probs = filter_logits(scaled, config.top_k, config.top_p).softmax(-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        token = draw(probs, generator)
         token = token.masked_fill(done, pad_token_id)
         tokens.append(token)
         logps.append(token_logprobs(scaled, token))
