@@ -44,6 +44,17 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Is the object named in the goal exactly 1 step forward (right in front of the agent)?",
         "{next_observation}\n\n{question} Answer yes or no.",
     ),
+    # The same with the rule and two worked examples (hand-written, not from the evaluated episodes).
+    "next_obs_fewshot": (
+        "Has the agent reached its goal?",
+        "The agent has reached its goal when the object named in the goal is 1 step forward.\n\n"
+        "Goal: go to the red key.\nYou see a wall 3 steps forward.\nYou see a red key 1 step forward.\n"
+        "You see a grey box 2 steps left.\nYou carry nothing.\nHas the agent reached its goal? yes\n\n"
+        "Goal: go to the blue box.\nYou see a wall 2 steps left.\nYou see a purple ball 1 step forward.\n"
+        "You see a blue box 2 steps forward and 1 step right.\nYou carry nothing.\n"
+        "Has the agent reached its goal? no\n\n"
+        "{next_observation}\n{question} Answer yes or no.",
+    ),
 }
 
 
@@ -118,11 +129,13 @@ def metrics(p_yes: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     return {"accuracy": float((pred == truth).mean()), "balanced_accuracy": balanced_accuracy(pred, truth),
             "auroc": auroc(p_yes, truth), "best_threshold_balanced_accuracy": best,
             "predicted_yes_rate": float(pred.mean()),
-            "p_yes_mean_positive": float(p_yes[truth].mean()), "p_yes_mean_negative": float(p_yes[~truth].mean())}
+            "p_yes_mean_positive": float(p_yes[truth].mean()),
+            "p_yes_mean_negative": float(p_yes[~truth].mean())}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", default="GoToLocal")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -145,25 +158,25 @@ def main() -> None:
     for name in args.templates.split(","):
         question, template = TEMPLATES[name]
         judge = LMJudge(lm, question=question, batch_size=args.batch_size)
-        texts = [template.format(question=question, **{k: d[k] for k in
-                                                        ("observation", "action", "next_observation", "reward")})
-                 for d in data]
+        fields = ("observation", "action", "next_observation", "reward")
+        texts = [template.format(question=question, **{k: d[k] for k in fields}) for d in data]
         start, cpu = time.perf_counter(), time.process_time()
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths share a batch: less padding
+        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths batched: less padding
         p_yes = np.empty(len(texts))
         p_yes[order] = judge.score([texts[i] for i in order])
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         result = {"template": name, "question": question, "n": len(data), "positives": int(truth.sum()),
                   **metrics(p_yes, truth), "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                   "judge_forward_calls": judge.forward_calls,
-                  "by_source_p_yes_mean": {src: float(np.mean([p for p, d in zip(p_yes, data) if d["source"] == src]))
-                                           for src in counts if counts[src]}}
+                  "by_source_p_yes_mean": {
+                      src: float(np.mean([p for p, d in zip(p_yes, data, strict=True) if d["source"] == src]))
+                      for src in counts if counts[src]}}
         print(json.dumps(result), flush=True)
         results.append(result)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"benchmark": "judge_agreement", "args": vars(args), "counts": counts, "results": results},
-                      f, indent=2)
+            json.dump({"benchmark": "judge_agreement", "args": vars(args), "counts": counts,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

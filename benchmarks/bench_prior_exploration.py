@@ -3,14 +3,16 @@
 Pure exploration, no learning: each arm acts by sampling an action, uniformly (``uniform``) or from
 `LMActionPrior` (``prior``: the default prompt; ``prior_hint``: a prompt that also says how GoTo
 missions are solved; ``*_calibrated``: the same with ``calibrate=True``, the action scores less those
-after a content-free "N/A" observation), and plays episodes one after another until the first step with a positive reward.
+after a content-free "N/A" observation; ``*_plain``: no chat template, each action scored after a
+space following "Your next action:"), and plays episodes one after another until the first step
+with a positive reward.
 The figure is the number of environment steps up to and including that step, capped at ``--max-steps``
 (a capped seed counts as ``max_steps``: a censored value, reported as such). Per seed ``s`` every arm
 plays the same sequence of episodes (episode ``k`` is reset with seed ``1000 s + k``), so seeds are
 paired; the comparison reports how many seeds the prior wins, an exact two-sided sign test and the mean
 of the per-seed log-ratio of steps.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_prior_exploration.py --level GoToRedBallNoDists --seeds 10
+    OMP_NUM_THREADS=1 python benchmarks/bench_prior_exploration.py --level GoToLocal --seeds 10
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ HINT_TEMPLATE = (
     "You are an agent in a grid world. To go to an object, turn until the object is forward, then go "
     "forward until it is 1 step forward. Possible actions: {actions}.\n{observation}\nYour next action:"
 )
-# arm -> (template, calibrate)
-ARMS = {"prior": (PRIOR_TEMPLATE, False), "prior_hint": (HINT_TEMPLATE, False),
-        "prior_calibrated": (PRIOR_TEMPLATE, True), "prior_hint_calibrated": (HINT_TEMPLATE, True)}
+# arm -> (template, calibrate, chat)
+ARMS = {"prior": (PRIOR_TEMPLATE, False, True), "prior_hint": (HINT_TEMPLATE, False, True),
+        "prior_calibrated": (PRIOR_TEMPLATE, True, True),
+        "prior_hint_calibrated": (HINT_TEMPLATE, True, True),
+        "prior_plain": (PRIOR_TEMPLATE, False, False), "prior_hint_plain": (HINT_TEMPLATE, False, False)}
 
 
 def steps_to_first_success(env: BabyAIText, choose: Callable[[str], int], seed: int, max_steps: int
@@ -75,10 +79,10 @@ def run_arm(arm: str, level: str, seeds: list[int], max_steps: int, prior: LMAct
     for seed in seeds:
         rng = np.random.default_rng(seed)
         if prior is None:
-            def choose(obs: str) -> int:
+            def choose(obs: str, rng: np.random.Generator = rng) -> int:
                 return int(rng.integers(len(BABYAI_ACTIONS)))
         else:
-            def choose(obs: str) -> int:
+            def choose(obs: str, rng: np.random.Generator = rng) -> int:
                 p = prior.probs([obs])[0]
                 marginal[:] += p
                 return int(rng.choice(len(p), p=p / p.sum()))
@@ -93,7 +97,8 @@ def run_arm(arm: str, level: str, seeds: list[int], max_steps: int, prior: LMAct
         "cpu_s": round(time.process_time() - cpu, 1), "per_seed": per_seed}
     if prior is not None:
         out["prior_cache_misses"] = prior.cache.misses
-        out["prior_action_marginal"] = dict(zip(BABYAI_ACTIONS, (marginal / marginal.sum()).round(3).tolist()))
+        shares = (marginal / marginal.sum()).round(3).tolist()
+        out["prior_action_marginal"] = dict(zip(BABYAI_ACTIONS, shares, strict=True))
     return out
 
 
@@ -102,7 +107,8 @@ def compare(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     b = np.array([r["steps"] for r in other["per_seed"]], dtype=float)
     wins, losses = int((b < a).sum()), int((b > a).sum())
     log_ratio = np.log(b / a)
-    return {"arm": other["arm"], "vs": base["arm"], "wins": wins, "losses": losses, "ties": int((a == b).sum()),
+    return {"arm": other["arm"], "vs": base["arm"], "wins": wins, "losses": losses,
+            "ties": int((a == b).sum()),
             "sign_test_p": round(sign_test(wins, losses), 4),
             "mean_log_ratio": float(log_ratio.mean()),
             "geometric_mean_ratio": float(np.exp(log_ratio.mean())),
@@ -110,8 +116,9 @@ def compare(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--level", default="GoToRedBallNoDists")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--level", default="GoToLocal")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--max-steps", type=int, default=2000)
@@ -127,8 +134,8 @@ def main() -> None:
         prior = None
         if arm != "uniform":
             lm = lm or load_lm(args.lm, device="cpu")
-            template, calibrate = ARMS[arm]
-            prior = LMActionPrior(lm, BABYAI_ACTIONS, template=template, calibrate=calibrate)
+            template, calibrate, chat = ARMS[arm]
+            prior = LMActionPrior(lm, BABYAI_ACTIONS, template=template, calibrate=calibrate, chat=chat)
         result = run_arm(arm, args.level, seeds, args.max_steps, prior)
         print(json.dumps({k: v for k, v in result.items() if k != "per_seed"}), flush=True)
         results.append(result)

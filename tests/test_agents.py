@@ -215,8 +215,9 @@ def test_prior_reuses_the_shared_prompt_prefix(tiny, chat):
     assert n > 5 and prior.prompt_ids(obs)[:n] == prior.prefix_ids
     ref = reference_scores(tiny, prior.prompt_ids(obs), prior.action_ids)
     np.testing.assert_allclose(prior.scores(obs), ref, atol=1e-5)
-    np.testing.assert_allclose(prior.scores(obs + " Again."), reference_scores(
-        tiny, prior.prompt_ids(obs + " Again."), prior.action_ids), atol=1e-5)  # the prefix cache is not consumed
+    again = obs + " Again."  # a second observation: the prefix cache was copied, not consumed
+    np.testing.assert_allclose(prior.scores(again), reference_scores(tiny, prior.prompt_ids(again),
+                                                                     prior.action_ids), atol=1e-5)
 
 
 def test_calibrated_prior_divides_by_the_content_free_prior(tiny):

@@ -81,10 +81,11 @@ class LMActionPrior:
 
     ``calibrate``: subtract the scores the LM gives the actions after a content-free observation
     (``null_observation``, "N/A"), i.e. divide each action's probability by its probability without
-    information ("contextual calibration", Zhao et al. 2021, "Calibrate Before Use"). A raw LM prefers
-    some action strings whatever the state: measured on BabyAI GoToLocal, SmolLM2-135M-Instruct gives
-    ``pick up`` 54% and ``go forward`` 0.7% on average, which explores worse than uniform. Calibrated,
-    the prior is uniform on an uninformative observation and keeps only what the observation changes.
+    information ("contextual calibration", Zhao et al. 2021, "Calibrate Before Use"): the prior is then
+    uniform on an uninformative observation and keeps only what the observation changes. A raw LM
+    prefers some action strings whatever the state (on BabyAI GoToLocal, SmolLM2-135M-Instruct gives
+    ``pick up`` 54% and ``go forward`` 0.7% on average); calibration did not make that model's prior
+    explore better than uniform either (benchmarks/RESULTS_agents.md).
     """
 
     def __init__(self, lm: LM, actions: Sequence[str], template: str = PRIOR_TEMPLATE,
