@@ -48,16 +48,28 @@ def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
     with torch.no_grad():
         for layer in layers:
             base = layer.get_base_layer()
-            names = [name for name in layer.active_adapters if name in layer.lora_A]
-            delta = sum(layer.get_delta_weight(name) for name in names)
             originals.append((base, base.weight.data))
-            base.weight.data = base.weight.data + delta
+            base.weight.data = folded_weight(layer)
     try:
         with model.disable_adapter():
             yield model
     finally:
         for base, weight in originals:
             base.weight.data = weight
+
+
+def folded_weight(layer: LoraLinear) -> torch.Tensor:
+    """``W + scale * B @ A`` summed over the active adapters, in one ``addmm`` pass per adapter."""
+    weight = layer.get_base_layer().weight
+    for name in layer.active_adapters:
+        if name not in layer.lora_A:
+            continue
+        if layer.fan_in_fan_out or weight.device.type == "cpu" and weight.dtype != torch.float32:
+            weight = weight + layer.get_delta_weight(name)  # transposed layout / CPU half precision
+        else:
+            weight = torch.addmm(weight, layer.lora_B[name].weight, layer.lora_A[name].weight,
+                                 alpha=layer.scaling[name])
+    return weight
 
 
 def foldable(layer: torch.nn.Module) -> bool:
