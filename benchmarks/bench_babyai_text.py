@@ -1,12 +1,13 @@
 """BabyAI: SB3 PPO with a frozen LM encoder over the text description vs PPO on minigrid's symbolic view.
 
 Same level, same PPO hyper-parameters, same step budget. The symbolic agent sees the 7x7x3 egocentric
-grid encoding flattened (147 integers; the mission is constant in the default level); the text agent
+grid encoding flattened (147 integers) followed by the mission's target colour and object type one-hot
+(the grid alone does not say which object to go to); the text agent
 sees ``langrl/BabyAI-<level>-Text-v0`` through `LMEncoder` (frozen embedded SmolLM2-135M, mean-pooled,
 cached: BabyAI views recur, so most observations are encoded once). Evaluation: ``--eval-episodes``
 deterministic episodes; success is a positive episode return.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_babyai_text.py --steps 20000 --json babyai.json
+    OMP_NUM_THREADS=1 python benchmarks/bench_babyai_text.py --steps 4096 --json babyai.json
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import gymnasium as gym
 import minigrid  # noqa: F401  (registers BabyAI-*)
 import numpy as np
 import torch
-from minigrid.wrappers import ImgObsWrapper
+from minigrid.core.constants import COLOR_NAMES
 from stable_baselines3 import PPO
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.monitor import Monitor
@@ -43,6 +44,25 @@ class SixActions(gym.ActionWrapper):
         return int(action)
 
 
+OBJECT_TYPES = ("ball", "box", "key", "door")
+
+
+class MissionOneHot(gym.ObservationWrapper):
+    """Flattened grid encoding + one-hot target colour + one-hot target type, read from the mission
+    ("go to the red ball"); missions without a colour or type word leave that block zero."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        size = int(np.prod(env.observation_space["image"].shape)) + len(COLOR_NAMES) + len(OBJECT_TYPES)
+        self.observation_space = gym.spaces.Box(0.0, 255.0, (size,), np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        words = observation["mission"].split()
+        colour = np.array([c in words for c in COLOR_NAMES], np.float32)
+        kind = np.array([t in words for t in OBJECT_TYPES], np.float32)
+        return np.concatenate([observation["image"].reshape(-1).astype(np.float32), colour, kind])
+
+
 def ppo_kwargs() -> dict[str, Any]:
     """A small-budget PPO set for BabyAI single-room levels."""
     return dict(n_steps=128, batch_size=256, n_epochs=4, gamma=0.99, gae_lambda=0.95, ent_coef=0.01,
@@ -62,7 +82,7 @@ def run(kind: str, level: str, steps: int, n_envs: int, eval_episodes: int, seed
         policy_kwargs = {"features_extractor_class": LMEncoder, "features_extractor_kwargs": {"lm": lm}}
     else:
         def make() -> gym.Env:
-            return gym.wrappers.FlattenObservation(ImgObsWrapper(SixActions(gym.make(f"BabyAI-{level}-v0"))))
+            return MissionOneHot(SixActions(gym.make(f"BabyAI-{level}-v0")))
 
     env = DummyVecEnv([make] * n_envs)
     env.seed(seed)
@@ -91,8 +111,8 @@ def run(kind: str, level: str, steps: int, n_envs: int, eval_episodes: int, seed
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--level", default="GoToRedBallNoDists")
-    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--level", default="GoToLocal")
+    parser.add_argument("--steps", type=int, default=4096)
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

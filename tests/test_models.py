@@ -63,3 +63,21 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("LANGRL_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache_dir() == tmp_path / "x" / "langrl"
+
+
+def test_packed_linears_match_plain_and_restore(tiny):
+    """Decoding through packed weights gives the plain logits (to rounding), many rows take the plain
+    GEMM, and the layers come back after."""
+    from langrl.models.packed import can_pack, packed_linears
+
+    model = tiny.model.eval()
+    few = torch.randint(0, model.config.vocab_size, (4, 1))
+    many = torch.randint(0, model.config.vocab_size, (4, 16))  # 64 rows: above the packed limit
+    with torch.no_grad():
+        plain_few, plain_many = model(input_ids=few).logits, model(input_ids=many).logits
+        with packed_linears(model):
+            packed_few, packed_many = model(input_ids=few).logits, model(input_ids=many).logits
+    torch.testing.assert_close(packed_few, plain_few, atol=1e-4, rtol=1e-4)
+    assert torch.equal(packed_many, plain_many)
+    assert can_pack(model) == torch.backends.mkldnn.is_available()
+    assert not any("forward" in vars(m) for m in model.modules())

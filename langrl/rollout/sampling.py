@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from langrl.losses.logprobs import token_logprobs
+from langrl.models.packed import packed_linears
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ def sample(
     ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows. With ``value_head`` (final hidden
     state -> value) the values of the visited states are recorded on the way, again with no extra pass.
     """
-    with torch.inference_mode():
+    with torch.inference_mode(), packed_linears(model):
         fields = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
                                 generator, value_head)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
