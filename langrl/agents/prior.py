@@ -11,7 +11,6 @@ values are computed once and reused, so a call runs the model over the observati
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +20,7 @@ from transformers import PreTrainedModel
 
 from langrl.agents.cache import LRUCache
 from langrl.agents.exploration import log_softmax
-from langrl.losses.logprobs import token_logprobs
+from langrl.agents.scoring import score_actions
 from langrl.models.loading import LM
 
 PRIOR_TEMPLATE = (
@@ -32,43 +31,10 @@ PRIOR_TEMPLATE = (
 @torch.no_grad()
 def action_logprobs(model: PreTrainedModel, prompt_ids: Sequence[int], action_ids: Sequence[Sequence[int]],
                     pad_id: int = 0, prefix: tuple[int, Any] | None = None) -> torch.Tensor:
-    """Summed log-probabilities (A,) of each action's tokens following the prompt's tokens.
-
-    ``prompt_ids`` (Tp,) and ``action_ids`` (A lists of >= 1 ids) are tokenised separately, so the scored
-    tokens are exactly the action's. Actions are right-padded to (A, Ta); pads sit after the real tokens,
-    so under causal attention they change nothing and their log-probs are masked out. ``prefix``
-    ``(n, cache)``: the KV cache of the first ``n`` prompt tokens (copied, never changed), so that only
-    the rest of the prompt is run.
-    """
-    if any(len(a) == 0 for a in action_ids):
-        raise ValueError("every action must have at least one token")
-    device = model.device
-    n_actions, width = len(action_ids), max(len(a) for a in action_ids)
-    ids = torch.full((n_actions, width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(n_actions, width, dtype=torch.long, device=device)
-    for i, a in enumerate(action_ids):
-        ids[i, : len(a)] = torch.tensor(list(a), device=device)
-        mask[i, : len(a)] = 1
-    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # (1, Tp)
-    if prefix is not None and 0 < prefix[0] < prompt.size(1):
-        n, past = prefix[0], copy.deepcopy(prefix[1])
-        positions = torch.arange(n, prompt.size(1), device=device).unsqueeze(0)
-        out = model(input_ids=prompt[:, n:], position_ids=positions, past_key_values=past, use_cache=True,
-                    logits_to_keep=1)
-    else:
-        out = model(input_ids=prompt, use_cache=width > 1, logits_to_keep=1)
-    first = out.logits[0, -1].float().log_softmax(-1)  # (V,): the distribution of every action's 1st token
-    total = first[ids[:, 0]]
-    if width > 1:
-        cache = out.past_key_values
-        cache.batch_repeat_interleave(n_actions)  # the prompt's keys and values, once per action
-        tp = prompt.size(1)
-        positions = torch.arange(tp, tp + width - 1, device=device).expand(n_actions, -1)
-        attention = torch.cat([torch.ones(n_actions, tp, dtype=torch.long, device=device), mask[:, :-1]], 1)
-        logits = model(input_ids=ids[:, :-1], attention_mask=attention, position_ids=positions,
-                       past_key_values=cache, use_cache=True).logits  # (A, Ta-1, V)
-        total = total + (token_logprobs(logits, ids[:, 1:]) * mask[:, 1:]).sum(1)
-    return total
+    """Summed log-probabilities (A,) of each action's tokens following one prompt's tokens (Tp,):
+    `score_actions` for a batch of one, without gradients. ``prefix`` ``(n, cache)``: the KV cache of the
+    first ``n`` prompt tokens (copied, never changed), so that only the rest of the prompt is run."""
+    return score_actions(model, [prompt_ids], action_ids, pad_id, prefix=prefix).scores[0]
 
 
 class LMActionPrior:

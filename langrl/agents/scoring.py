@@ -16,8 +16,9 @@ the copies), so this is also the training forward.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from transformers import PreTrainedModel
@@ -73,9 +74,27 @@ def common_prefix_length(prompt_ids: Sequence[Sequence[int]]) -> int:
     return n
 
 
+def shared_part(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], share_prefix: bool,
+                prefix: tuple[int, Any] | None) -> tuple[int, Any]:
+    """How many leading tokens the prompts share and their KV cache repeated for each prompt (0, None
+    when not worth a separate pass). Each prompt keeps at least one token of its own."""
+    n_prompts = len(prompt_ids)
+    if prefix is not None and 0 < prefix[0] < min(len(p) for p in prompt_ids):
+        shared, cache = prefix[0], copy.deepcopy(prefix[1])
+    else:
+        shared = common_prefix_length(prompt_ids) - 1 if share_prefix and n_prompts > 1 else 0
+        if shared < SHARED_PREFIX_MIN:
+            return 0, None
+        head = torch.tensor([list(prompt_ids[0][:shared])], device=model.device)
+        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+    if n_prompts > 1:
+        cache.batch_repeat_interleave(n_prompts)
+    return shared, cache
+
+
 def score_actions(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
                   action_ids: Sequence[Sequence[int]], pad_id: int = 0,
-                  share_prefix: bool = True) -> ActionScores:
+                  share_prefix: bool = True, prefix: tuple[int, Any] | None = None) -> ActionScores:
     """Scores (B, A) of the same A actions after each of B prompts of any lengths, and hidden (B, H).
 
     Prompts (B lists of ids) and actions (A lists of ids) are tokenised separately, so the scored tokens
@@ -84,19 +103,15 @@ def score_actions(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
     their log-probs are masked out. With ``share_prefix``, the leading tokens that all B prompts share
     (the chat header, the instructions and the list of actions: about a third of a BabyAI prompt) run
     once, batch 1, and their keys and values are repeated B times; each prompt's own tokens follow,
-    left-padded after the shared part (the pads are masked, positions skip them). Runs under the
-    caller's grad mode.
+    left-padded after the shared part (the pads are masked, positions skip them). ``prefix`` ``(n,
+    cache)``: the keys and values of the first ``n`` tokens, which every prompt must start with, computed
+    once by the caller (copied here, never changed) and used as the shared part. Runs under the caller's
+    grad mode.
     """
     device = model.device
     actions, action_mask = pad_actions(action_ids, pad_id, device)  # (A, Ta)
     n_prompts, n_actions, width = len(prompt_ids), actions.size(0), actions.size(1)
-    shared = common_prefix_length(prompt_ids) - 1 if share_prefix and n_prompts > 1 else 0
-    shared = shared if shared >= SHARED_PREFIX_MIN else 0  # keeps >= 1 own token per prompt
-    cache = None
-    if shared:
-        head = torch.tensor([list(prompt_ids[0][:shared])], device=device)
-        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
-        cache.batch_repeat_interleave(n_prompts)
+    shared, cache = shared_part(model, prompt_ids, share_prefix, prefix)
     own, own_mask = pad_prompts([p[shared:] for p in prompt_ids], pad_id, device)  # (B, Tp - shared)
     prompt_mask = torch.cat([torch.ones(n_prompts, shared, dtype=torch.long, device=device), own_mask], 1)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
