@@ -70,7 +70,7 @@ def quiet_library_progress_bars() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from langrl.agents.config import is_agent_config
+    from langrl.config import is_agent_config
 
     if is_agent_config(args.config):
         return cmd_train_agent(args)
@@ -119,7 +119,7 @@ def cmd_train_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from langrl.agents.config import is_agent_config
+    from langrl.config import is_agent_config
 
     if is_agent_config(args.config):
         from langrl.agents.lm_ppo import evaluate_agent

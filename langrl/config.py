@@ -208,6 +208,15 @@ def read_config_data(source: str | Path | dict[str, Any],
     return data, base
 
 
+def is_agent_config(source: Any) -> bool:
+    """A config with a top-level ``env`` section is an LM agent run (``langrl.agents``): a YAML path, a
+    dict, or an already built ``AgentConfig``."""
+    if not isinstance(source, (str, Path, dict)):
+        return hasattr(source, "env")
+    data, _ = read_config_data(source)
+    return "env" in data
+
+
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read YAML (or take a dict), apply ``key=value`` overrides, validate.
 

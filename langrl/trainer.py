@@ -22,7 +22,7 @@ from langrl.algorithms import Algorithm, Batch, build_algorithm
 from langrl.algorithms.base import trainable
 from langrl.bayes.monitor import ExactMonitor, sample_estimates
 from langrl.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from langrl.config import Config, config_to_yaml, load_config
+from langrl.config import Config, config_to_yaml, is_agent_config, load_config
 from langrl.errors import ConfigError
 from langrl.eval import RunLogger, summarise, write_report
 from langrl.io import atomic_write_json, atomic_write_text, read_jsonl
@@ -63,14 +63,19 @@ class Run:
         return next(self.policy.parameters()).device
 
 
-def train(config: Config | dict[str, Any] | str | Path, output: str | Path | None = None,
+def train(config: Config | dict[str, Any] | str | Path | Any, output: str | Path | None = None,
           resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
     """Train a policy as ``config`` says; return the run directory and the final metrics.
 
     ``config`` is a :class:`Config`, a dict, or a YAML path. Without ``output`` the run goes to
     ``runs/<config name>-<timestamp>``; with ``resume`` (and no ``output``) the newest such folder is
-    continued from its last checkpoint.
+    continued from its last checkpoint. A config with an ``env`` section trains an LM agent in that
+    environment instead (`langrl.agents.train_agent`).
     """
+    if is_agent_config(config):
+        from langrl.agents.lm_ppo import train_agent
+
+        return train_agent(config, output=output, resume=resume, overrides=overrides)
     name = Path(config).stem if isinstance(config, (str, Path)) else "run"
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     run_dir = resolve_run_dir(name, output, resume)

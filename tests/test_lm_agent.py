@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("minigrid")
 
-from langrl.agents.config import is_agent_config, load_agent_config  # noqa: E402
+from langrl.agents.config import load_agent_config  # noqa: E402
 from langrl.agents.episodes import bot_episodes, make_env, run_episodes, summarise_episodes  # noqa: E402
 from langrl.agents.imitation import bc_eval_loss, behaviour_cloning, demo_views, lm_demonstrations  # noqa: E402
 from langrl.agents.lm_policy import EpisodeWindow, LMPolicy, render_history  # noqa: E402
@@ -18,6 +18,7 @@ from langrl.agents.lm_ppo import evaluate_agent, train_agent  # noqa: E402
 from langrl.agents.prior import LMActionPrior, action_logprobs  # noqa: E402
 from langrl.agents.scoring import score_actions  # noqa: E402
 from langrl.cli import main  # noqa: E402
+from langrl.config import is_agent_config  # noqa: E402
 from langrl.envs.text import BABYAI_ACTIONS  # noqa: E402
 from langrl.envs.text.spaces import text_space  # noqa: E402
 from langrl.errors import ConfigError  # noqa: E402
@@ -199,7 +200,9 @@ def pick_config(**overrides):
 
 
 def test_ppo_learns_to_pick_the_rewarded_action(tmp_path):
-    result = train_agent(pick_config(), output=tmp_path / "run")
+    import langrl
+
+    result = langrl.train(pick_config(), output=tmp_path / "run")  # an 'env' section routes to train_agent
     phases = result.summary["phases"]
     assert phases["prior"]["success_rate"] < 0.8
     assert phases["eval"]["success_rate"] == 1.0 and phases["eval"]["env_steps"] == 16 * 12

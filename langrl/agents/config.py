@@ -130,12 +130,6 @@ class AgentConfig(Section):
         return self.ppo.env_steps // (self.ppo.n_steps * self.env.num_envs)
 
 
-def is_agent_config(source: str | Path | dict[str, Any]) -> bool:
-    """A config with a top-level ``env`` section is an LM agent run."""
-    data, _ = read_config_data(source)
-    return "env" in data
-
-
 def load_agent_config(source: str | Path | dict[str, Any] | AgentConfig,
                       overrides: list[str] | tuple[str, ...] = ()) -> AgentConfig:
     """Read YAML (or take a dict), apply ``key=value`` overrides, validate."""
