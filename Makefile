@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/langrl train configs/positive_sentiment.yaml
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
