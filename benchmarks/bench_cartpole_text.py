@@ -29,6 +29,17 @@ from langrl.envs.text import CARTPOLE_ID, TokenizeObservation
 from langrl.models import load_lm
 
 
+class Rounded(gym.ObservationWrapper):
+    """The numeric state rounded as the text observation rounds it: the same information, as numbers."""
+
+    def __init__(self, env: gym.Env, decimals: int):
+        super().__init__(env)
+        self.decimals = decimals
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.round(observation, self.decimals).astype(np.float32)
+
+
 def linear(start: float):
     """SB3 schedule: ``start`` times the remaining fraction of training."""
     return lambda remaining: remaining * start
@@ -40,7 +51,8 @@ def ppo_kwargs(n_envs: int) -> dict[str, Any]:
                 n_epochs=20, ent_coef=0.0, learning_rate=linear(1e-3), clip_range=linear(0.2))
 
 
-def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_name: str) -> dict[str, Any]:
+def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_name: str,
+        decimals: int | None = None) -> dict[str, Any]:
     """Train one agent, evaluate it, return its figures."""
     torch.manual_seed(seed)
     policy_kwargs: dict[str, Any] = {}
@@ -51,9 +63,12 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
             return TokenizeObservation(gym.make(CARTPOLE_ID), lm.tokenizer, max_length=48)
 
         policy_kwargs = {"features_extractor_class": LMEncoder, "features_extractor_kwargs": {"lm": lm}}
-    else:
+    elif decimals is None:
         def make() -> gym.Env:
             return gym.make("CartPole-v1")
+    else:
+        def make() -> gym.Env:
+            return Rounded(gym.make("CartPole-v1"), decimals)
 
     env = DummyVecEnv([make] * n_envs)
     model = PPO("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs=policy_kwargs, **ppo_kwargs(n_envs))
@@ -66,7 +81,8 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
     returns, _ = evaluate_policy(model, eval_env, n_eval_episodes=eval_episodes, deterministic=True,
                                  return_episode_rewards=True)
     eval_s = time.perf_counter() - start
-    out = {"agent": kind, "steps": int(model.num_timesteps), "train_s": round(train_s, 1),
+    out = {"agent": kind if decimals is None or kind == "text" else f"numeric, {decimals} decimals",
+           "steps": int(model.num_timesteps), "train_s": round(train_s, 1),
            "train_cpu_s": round(train_cpu_s, 1),
            "eval_s": round(eval_s, 1), "eval_episodes": eval_episodes,
            "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns))}
@@ -86,12 +102,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lm", default="smollm2-135m-instruct")
     parser.add_argument("--agents", default="numeric,text", help="comma-separated: numeric, text")
+    parser.add_argument("--numeric-decimals", type=int, default=None,
+                        help="round the numeric agent's state as the text does (2): same information")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one core: the machine is shared; set OMP_NUM_THREADS=1 as well
     results = []
     for kind in args.agents.split(","):
-        result = run(kind, args.steps, args.n_envs, args.eval_episodes, args.seed, args.lm)
+        result = run(kind, args.steps, args.n_envs, args.eval_episodes, args.seed, args.lm,
+                     args.numeric_decimals)
         print(json.dumps(result), flush=True)
         results.append(result)
     if len(results) == 2:

@@ -73,3 +73,32 @@ def test_draw_follows_the_distribution_and_skips_zero_probability_entries():
     counts = torch.bincount(tokens, minlength=6).float() / len(tokens)
     assert counts[[0, 2, 5]].sum() == 0
     torch.testing.assert_close(counts, probs[0], atol=0.015, rtol=0)
+
+
+def test_lean_llama_decoder_matches_the_model_forward(tiny):
+    """LlamaDecoder (packed fused weights, preallocated cache) gives the model's logits and final hidden
+    state at every step, with left-padded prompts; LoRA wrappers are refused outside merged_lora."""
+    from transformers import DynamicCache
+
+    from langrl.models import apply_lora
+    from langrl.rollout.llama_decode import LlamaDecoder, supports
+
+    model = tiny.model.eval()
+    assert supports(model)
+    ids, mask = left_pad(encode(["hi", "a much longer prompt"], tiny.tokenizer, chat=True),
+                         tiny.tokenizer.pad_token_id, torch.device("cpu"))
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 5))
+    with torch.inference_mode():
+        cache = model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                      past_key_values=DynamicCache(), use_cache=True).past_key_values
+        lean = LlamaDecoder(model, cache, mask, steps=5)
+        for i in range(5):
+            logits, hidden = lean.step(tokens[:, i], positions[:, -1:] + 1 + i)
+            full = torch.cat([ids, tokens[:, : i + 1]], 1)
+            full_mask = torch.cat([mask, torch.ones_like(tokens[:, : i + 1])], 1)
+            out = model(input_ids=full, attention_mask=full_mask, output_hidden_states=True,
+                        position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0))
+            torch.testing.assert_close(logits, out.logits[:, -1], atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(hidden, out.hidden_states[-1][:, -1], atol=1e-4, rtol=1e-4)
+    assert not supports(apply_lora(model, r=2, alpha=4, dropout=0.0, target_modules="all-linear"))

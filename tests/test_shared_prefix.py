@@ -111,10 +111,14 @@ def test_sampling_with_the_adapter_folded_records_the_policy_logprobs(tiny):
                          tiny.tokenizer.pad_token_id, torch.device("cpu"))
     config = SamplingConfig(max_new_tokens=10, group_size=3, temperature=0.7)
     with merged_lora(model) as snapshot:
-        folded = [n for n, p in snapshot.named_parameters() if n in base and not torch.equal(p, base[n])]
+        assert not any(hasattr(m, "lora_A") for m in snapshot.modules())  # wrappers swapped for base layers
+        unwrapped = {n: n.replace(".weight", ".base_layer.weight") for n, _ in snapshot.named_parameters()}
+        folded = [n for n, p in snapshot.named_parameters()
+                  if unwrapped[n] in base and not torch.equal(p, base[unwrapped[n]])]
         assert len(folded) == 14, folded  # 7 linear layers x 2 blocks carry W + scale B A
         r = sample(snapshot, ids, mask, config, tiny.tokenizer.eos_token_id, tiny.tokenizer.pad_token_id,
                    torch.Generator().manual_seed(0))
+    assert sum(hasattr(m, "lora_A") for m in model.modules()) == 14  # the wrappers are back
     for name, p in model.named_parameters():
         if name in base:
             assert torch.equal(p, base[name]), name

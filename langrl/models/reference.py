@@ -32,8 +32,10 @@ def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
     """``model`` with its LoRA adapters folded into the base weights, for inference (sampling).
 
     Decoding through an unmerged adapter adds two small matmuls (and their dispatch overhead) to every
-    linear layer of every step, which made decoding ~2x slower on CPU. Inside the context each adapted
-    weight is replaced by ``W + scale * B @ A`` (a new tensor) and the adapters are disabled; on exit the
+    linear layer of every step. Inside the context each adapted weight is replaced by ``W + scale * B @ A``
+    (a new tensor) and each LoRA wrapper is swapped out of the module tree for its base layer, so the
+    network runs as a plain model: even with its adapter disabled, PEFT's wrapper costs ~75 us of Python
+    per call, 16 ms per decode step of SmolLM2-135M (210 wrapped layers). On exit the wrappers and the
     original tensors are put back untouched. (PEFT's ``merge_adapter``/``unmerge_adapter`` instead add and
     subtract in place, which moves the frozen base, i.e. the reference, by a rounding error every call:
     negligible in float32, up to half a bfloat16 ulp (0.2%) per call in bfloat16.) The merged copies
@@ -44,16 +46,21 @@ def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
     if not layers or not all(foldable(m) for m in layers):
         yield model
         return
+    wrapped = {id(m) for m in layers}
+    slots = [(parent, name, child) for parent in model.modules()
+             for name, child in parent.named_children() if id(child) in wrapped]
     originals = []
     with torch.no_grad():
-        for layer in layers:
+        for parent, name, layer in slots:
             base = layer.get_base_layer()
             originals.append((base, base.weight.data))
             base.weight.data = folded_weight(layer)
+            setattr(parent, name, base)
     try:
-        with model.disable_adapter():
-            yield model
+        yield model
     finally:
+        for parent, name, layer in slots:
+            setattr(parent, name, layer)
         for base, weight in originals:
             base.weight.data = weight
 

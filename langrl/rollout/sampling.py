@@ -10,6 +10,7 @@ before the prefill).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from langrl.losses.logprobs import token_logprobs
 from langrl.models.packed import packed_linears
+from langrl.rollout.llama_decode import LlamaDecoder, supports
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,8 @@ def sample(
     ``max_new_tokens``. Returns a :class:`Rollout` with B = P * G rows. With ``value_head`` (final hidden
     state -> value) the values of the visited states are recorded on the way, again with no extra pass.
     """
-    with torch.inference_mode(), packed_linears(model):
+    # The lean Llama decoder packs its own (fused) weights; other models decode through packed layers.
+    with torch.inference_mode(), nullcontext() if supports(model) else packed_linears(model):
         fields = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
                                 generator, value_head)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
@@ -143,6 +146,7 @@ def sample_tensors(
     b = logits.size(0)
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
     tokens, logps, alive, values = [], [], [], []
+    lean = LlamaDecoder(model, cache, mask, config.max_new_tokens) if supports(model) else None
     for _ in range(config.max_new_tokens):
         scaled = logits / config.temperature if config.temperature != 1.0 else logits
         probs = filter_logits(scaled, config.top_k, config.top_p).softmax(-1)
@@ -156,12 +160,15 @@ def sample_tensors(
         done = done | torch.isin(token, eos)
         if bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                    past_key_values=cache, use_cache=True, output_hidden_states=hidden)
-        cache, next_pos = out.past_key_values, next_pos + 1
-        logits = out.logits[:, -1].float()
-        state = out.hidden_states[-1][:, -1] if hidden else None
+        if lean is not None:
+            logits, state = lean.step(token, next_pos)
+        else:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
+                        past_key_values=cache, use_cache=True, output_hidden_states=hidden)
+            cache, logits = out.past_key_values, out.logits[:, -1].float()
+            state = out.hidden_states[-1][:, -1] if hidden else None
+        next_pos = next_pos + 1
     completion_mask = torch.stack(alive, dim=1).to(prompt_mask.dtype)
     return (
         prompt_ids.repeat_interleave(g, dim=0),
