@@ -52,7 +52,7 @@ def ppo_kwargs(n_envs: int) -> dict[str, Any]:
 
 
 def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_name: str,
-        decimals: int | None = None) -> dict[str, Any]:
+        decimals: int | None = None, layers: int | None = None) -> dict[str, Any]:
     """Train one agent, evaluate it, return its figures."""
     torch.manual_seed(seed)
     policy_kwargs: dict[str, Any] = {}
@@ -62,7 +62,8 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
         def make() -> gym.Env:
             return TokenizeObservation(gym.make(CARTPOLE_ID), lm.tokenizer, max_length=48)
 
-        policy_kwargs = {"features_extractor_class": LMEncoder, "features_extractor_kwargs": {"lm": lm}}
+        policy_kwargs = {"features_extractor_class": LMEncoder,
+                         "features_extractor_kwargs": {"lm": lm, "layers": layers}}
     elif decimals is None:
         def make() -> gym.Env:
             return gym.make("CartPole-v1")
@@ -88,8 +89,8 @@ def run(kind: str, steps: int, n_envs: int, eval_episodes: int, seed: int, lm_na
            "eval_return_mean": float(np.mean(returns)), "eval_return_std": float(np.std(returns))}
     if kind == "text":
         encoder = model.policy.features_extractor
-        out.update(lm=lm_name, lm_forward_calls=encoder.lm_forward_calls, cache_hits=encoder.cache.hits,
-                   cache_misses=encoder.cache.misses)
+        out.update(lm=lm_name, layers=layers, lm_forward_calls=encoder.lm_forward_calls,
+                   cache_hits=encoder.cache.hits, cache_misses=encoder.cache.misses)
     return out
 
 
@@ -104,13 +105,16 @@ def main() -> None:
     parser.add_argument("--agents", default="numeric,text", help="comma-separated: numeric, text")
     parser.add_argument("--numeric-decimals", type=int, default=None,
                         help="round the numeric agent's state as the text does (2): same information")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="text agent: encode with the LM's first N decoder blocks (default: all)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared machine)")
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # one core: the machine is shared; set OMP_NUM_THREADS=1 as well
+    torch.set_num_threads(args.threads)  # 1 on a shared machine; set OMP_NUM_THREADS to match
     results = []
     for kind in args.agents.split(","):
         result = run(kind, args.steps, args.n_envs, args.eval_episodes, args.seed, args.lm,
-                     args.numeric_decimals)
+                     args.numeric_decimals, args.layers)
         print(json.dumps(result), flush=True)
         results.append(result)
     if len(results) == 2:

@@ -372,3 +372,24 @@ def test_embedded_lm_encoder_prior_and_judge_on_babyai():
     positive, negative = judge.score([f"Review: I {r} this movie, it was {w}.\nIs this review positive?"
                                       for r, w in reviews])
     assert 0 < negative < positive < 1
+
+
+def test_encoder_on_the_first_layers_shares_weights_and_stops_early(tiny):
+    from langrl.agents.encoder import first_layers
+
+    env = cartpole_ids(tiny, 48)
+    obs = torch.as_tensor(np.stack([env.reset(seed=s)[0] for s in range(3)]), dtype=torch.float32)
+    backbone = tiny.model.model
+    one = first_layers(backbone, 1)
+    assert len(one.layers) == 1 and len(backbone.layers) == 2 and one.layers[0] is backbone.layers[0]
+    ids = obs.long()
+    mask = (ids != tiny.tokenizer.pad_token_id).long()
+    with torch.no_grad():
+        want = backbone.norm(backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+                             .hidden_states[1])
+        got = one(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got, want)
+    encoder = LMEncoder(env.observation_space, lm=tiny, layers=1, normalize=False)
+    assert encoder(obs).shape == (3, tiny.model.config.hidden_size)
+    with pytest.raises(ValueError, match="layers = 3"):
+        LMEncoder(env.observation_space, lm=tiny, layers=3)

