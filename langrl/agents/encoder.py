@@ -105,9 +105,9 @@ def first_layers(backbone: nn.Module, n: int | None) -> nn.Module:
     (on CartPole-Text a linear probe reads the pole angle from SmolLM2-135M's layer 16 of 30 with R^2
     0.94, from layer 30 with 0.92). The view shares the blocks and weights; nothing is copied.
     """
-    blocks = getattr(backbone, "layers", None)
     if n is None:
         return backbone
+    blocks = getattr(backbone, "layers", None)
     if not isinstance(blocks, nn.ModuleList) or not 1 <= n <= len(blocks):
         count = len(blocks) if isinstance(blocks, nn.ModuleList) else "no list of"
         raise ValueError(f"layers = {n}: the LM has {count} decoder blocks; use 1..{count} or None")

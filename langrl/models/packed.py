@@ -29,17 +29,27 @@ def can_pack(model: nn.Module) -> bool:
             and torch.backends.mkldnn.is_available())
 
 
+def pack(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (out, in) reordered into oneDNN's blocked layout for products of a few rows."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS)
+
+
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` with the weight as :func:`pack` returned it."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
 class PackedForward:
     """``F.linear`` of one layer with its weight in oneDNN's blocked layout; few rows only."""
 
     def __init__(self, layer: nn.Linear):
         self.weight, self.bias = layer.weight, layer.bias
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(layer.weight.detach(), PACKED_MAX_ROWS)
+        self.packed = pack(layer.weight)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.numel() // x.size(-1) > PACKED_MAX_ROWS or torch.is_grad_enabled() and x.requires_grad:
             return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+        return packed_linear(x, self.packed, self.bias)
 
 
 @contextmanager

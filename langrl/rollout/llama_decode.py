@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import PreTrainedModel
 
-from langrl.models.packed import PACKED_MAX_ROWS, can_pack
+from langrl.models.packed import can_pack, pack
+from langrl.models.packed import packed_linear as linear
 
 
 def causal_lm(model: PreTrainedModel) -> PreTrainedModel:
@@ -46,15 +47,6 @@ def supports(model: PreTrainedModel) -> bool:
     linears = [getattr(getattr(layer, part), name, None) for layer in model.model.layers
                for part, members in names.items() for name in members]
     return all(type(m) is nn.Linear for m in [*linears, model.lm_head])
-
-
-def pack(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (out, in) in oneDNN's blocked layout for products of a few rows."""
-    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACKED_MAX_ROWS)
-
-
-def linear(x: torch.Tensor, packed: torch.Tensor) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -109,9 +109,10 @@ def sample(
     state -> value) the values of the visited states are recorded on the way, again with no extra pass.
     """
     # The lean Llama decoder packs its own (fused) weights; other models decode through packed layers.
-    with torch.inference_mode(), nullcontext() if supports(model) else packed_linears(model):
+    lean = supports(model)
+    with torch.inference_mode(), nullcontext() if lean else packed_linears(model):
         fields = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
-                                generator, value_head)
+                                generator, value_head, lean)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
     return Rollout(*(None if t is None else t.clone() for t in fields))
 
@@ -125,8 +126,10 @@ def sample_tensors(
     pad_token_id: int,
     generator: torch.Generator | None,
     value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    lean: bool = False,
 ) -> tuple[torch.Tensor | None, ...]:
-    """The sampling loop of :func:`sample`; returns the Rollout's fields in order."""
+    """The sampling loop of :func:`sample`; returns the Rollout's fields in order. ``lean``: decode
+    with :class:`LlamaDecoder` (the model must be one that `supports` accepts)."""
     g = config.group_size
     # No EOS (the toy model): every completion runs to max_new_tokens.
     eos_ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
@@ -146,7 +149,7 @@ def sample_tensors(
     b = logits.size(0)
     done = torch.zeros(b, dtype=torch.bool, device=logits.device)
     tokens, logps, alive, values = [], [], [], []
-    lean = LlamaDecoder(model, cache, mask, config.max_new_tokens) if supports(model) else None
+    decoder = LlamaDecoder(model, cache, mask, config.max_new_tokens) if lean else None
     for _ in range(config.max_new_tokens):
         scaled = logits / config.temperature if config.temperature != 1.0 else logits
         probs = filter_logits(scaled, config.top_k, config.top_p).softmax(-1)
@@ -160,8 +163,8 @@ def sample_tensors(
         done = done | torch.isin(token, eos)
         if bool(done.all()):
             break
-        if lean is not None:
-            logits, state = lean.step(token, next_pos)
+        if decoder is not None:
+            logits, state = decoder.step(token, next_pos)
         else:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
