@@ -4,8 +4,8 @@ On the embedded SmolLM2-135M-Instruct, a batch of P prompts x G completions x ``
 benchmark's default configuration), it times, as medians over ``--reps``:
 
 - sampling (KV cache, prompt shared across the group), per decode step; with LoRA, folded vs unfolded;
-- the reference pass under ``inference_mode``, prompt shared vs every row in full;
-- the update's forward + backward, prompt shared vs every row in full;
+- the reference pass under ``inference_mode``, packed (prompt once per group) vs every row in full;
+- the update's forward + backward, packed vs every row in full;
 - chosen-token log-probs: chunked ``logit - logsumexp`` vs a float32 full-vocabulary log-softmax;
 - the entropy statistic, the AdamW step (foreach vs fused), one train_step end to end;
 
@@ -97,23 +97,23 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     def reference(share: bool) -> None:
         model = run.reference.frozen if run.reference.frozen is not None else policy
         with torch.inference_mode(), policy.disable_adapter() if run.reference.use_adapter else nullcontext():
-            completion_forward(model, full_ids, full_mask, tc, share_prompt=share)
+            completion_forward(model, full_ids, full_mask, tc, packed=share)
 
-    out["reference_shared_s"] = timed(lambda: reference(True), reps)
+    out["reference_packed_s"] = timed(lambda: reference(True), reps)
     out["reference_plain_s"] = timed(lambda: reference(False), reps)
 
     def forward_backward(share: bool, logprobs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         policy.zero_grad(set_to_none=True)
-        logits, _ = completion_forward(policy, full_ids, full_mask, tc, share_prompt=share)
+        logits, _ = completion_forward(policy, full_ids, full_mask, tc, packed=share)
         (logprobs(logits, rollout.completion_ids) * rollout.completion_mask).sum().backward()
 
     def full_log_softmax(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return logits.float().log_softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
 
     policy.train()
-    out["fwd_bwd_shared_s"] = timed(lambda: forward_backward(True, token_logprobs), reps)
+    out["fwd_bwd_packed_s"] = timed(lambda: forward_backward(True, token_logprobs), reps)
     out["fwd_bwd_plain_s"] = timed(lambda: forward_backward(False, token_logprobs), reps)
-    out["fwd_bwd_shared_full_log_softmax_s"] = timed(lambda: forward_backward(True, full_log_softmax), reps)
+    out["fwd_bwd_packed_full_log_softmax_s"] = timed(lambda: forward_backward(True, full_log_softmax), reps)
     policy.eval()
     with torch.no_grad():
         logits, _ = completion_forward(policy, full_ids, full_mask, tc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from langrl.losses.packing import PACKING_ATTENTION, pack, token_pair_ratio
+
 CHUNK_ROWS = 1024
 
 
@@ -52,43 +54,30 @@ def completion_forward(
     completion_len: int,
     temperature: float = 1.0,
     hidden: bool = False,
-    share_prompt: bool = True,
+    packed: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits (B, Tc, V) for the completion positions and, with ``hidden``, the final hidden states
     (B, Tc, H) at the same positions (the states from which each completion token is chosen).
 
-    Only the completion positions go through the LM head (``logits_to_keep``): the prompt's
-    full-vocabulary projection is never computed, and the last token (which predicts nothing scored) is
-    not fed. Rows that repeat the prompt of the row before them (the G completions of a group) share it:
-    the prompt runs once per group, its KV cache is expanded to the rows, and only the completions run
-    per row. The prompt is about half the tokens of a chat-templated batch, so this saves most of that
-    half in the reference pass and in the forward and backward of the update; gradients flow to the
-    shared prompt through its keys and values (the expansion is an index, whose backward sums the rows).
-    ``share_prompt=False`` runs every row in full (for comparisons). Position ids follow the attention
-    mask so that they match those used while sampling.
+    The rows are packed (`langrl.losses.packing`): each group's prompt runs once, followed by its
+    completions under a block mask, and padding is never fed. The prompt is about half the tokens of a
+    chat-templated batch, so this saves most of that half in the reference pass and in the forward and
+    backward of the update, and every weight gradient comes out of one product instead of one per pass.
+    Only positions that predict a completion token go through the LM head (``logits_to_keep``).
+    ``packed=False``, or an attention implementation that takes no custom mask, runs every row in full.
+    Position ids follow the attention mask so that they match those used while sampling.
     """
-    ids, mask = input_ids[:, :-1], attention_mask[:, :-1]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    split = ids.size(1) - completion_len  # the prompt minus its last token: the part a group can share
-    cache = None
-    if share_prompt and split > 0:
-        first, index = repeated_rows(ids[:, :split], mask[:, :split])
-        if first.numel() < ids.size(0):
-            prefix = model(input_ids=ids[first, :split], attention_mask=mask[first, :split],
-                           position_ids=positions[first, :split], use_cache=True, logits_to_keep=1)
-            cache = prefix.past_key_values
-            cache.batch_select_indices(index)
-            ids, positions = ids[:, split:], positions[:, split:]
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=cache is not None, logits_to_keep=completion_len, output_hidden_states=hidden)
-    states = out.hidden_states[-1][:, -completion_len:] if hidden else None
-    logits = out.logits if temperature == 1.0 else out.logits / temperature
-    return logits, states
-
-
-def repeated_rows(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs of consecutive identical rows of (ids, mask), each (B, T): (first row of each run (U,),
-    run of each row (B,)). ``rows[first][index]`` equals ``rows``."""
-    same = ((ids[1:] == ids[:-1]) & (mask[1:] == mask[:-1])).all(-1)
-    starts = torch.cat([torch.ones_like(same[:1]), ~same])
-    return starts.nonzero().squeeze(-1), starts.cumsum(0) - 1
+    if packed and model.config._attn_implementation in PACKING_ATTENTION:
+        layout = pack(input_ids, attention_mask, completion_len, token_pair_ratio(model))
+        mask = layout.attention_mask(model.config._attn_implementation, model.dtype)
+        out = model(input_ids=layout.input_ids, attention_mask=mask, position_ids=layout.position_ids,
+                    logits_to_keep=layout.keep, output_hidden_states=hidden)
+        logits = layout.select(out.logits)
+        states = layout.select(out.hidden_states[-1][:, -layout.keep:]) if hidden else None
+    else:
+        ids, mask = input_ids[:, :-1], attention_mask[:, :-1]  # the last token predicts nothing scored
+        out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    logits_to_keep=completion_len, output_hidden_states=hidden)
+        logits = out.logits
+        states = out.hidden_states[-1][:, -completion_len:] if hidden else None
+    return (logits if temperature == 1.0 else logits / temperature), states
