@@ -8,7 +8,9 @@ concatenated at every step, separate q/k/v and gate/up products. This step does 
 - the q, k, v weights in one matrix and the gate and up weights in another, each reordered once per
   rollout into oneDNN's blocked layout (see `langrl.models.packed`);
 - a key/value buffer allocated for the whole rollout and written in place;
-- the model's own norms, rotary embedding and embedding modules, so their conventions are kept.
+- q and k rotated in one operation, each RMS norm as one fused operation, an additive attention mask
+  built once per rollout;
+- the model's own rotary embedding and embedding modules, and its norms' weights and epsilon.
 
 Results agree with the model's forward to float rounding (other summation orders), checked in
 ``tests/test_sampling.py``. Any other architecture, dtype or device uses the model's forward.
@@ -56,7 +58,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Block:
-    """One decoder layer: its norms (the model's modules) and packed weights."""
+    """One decoder layer: its norms (the model's ``LlamaRMSNorm`` modules) and packed weights."""
 
     input_norm: nn.Module
     post_norm: nn.Module
@@ -93,7 +95,9 @@ class LlamaDecoder:
             v[:, :, : self.filled] = layer.values
             self.keys.append(k)
             self.values.append(v)
-        self.valid = torch.cat([mask.bool(), mask.new_ones(b, steps, dtype=torch.bool)], 1)[:, None, None]
+        valid = torch.cat([mask.bool(), mask.new_ones(b, steps, dtype=torch.bool)], 1)[:, None, None]
+        # Additive, not boolean: SDPA would turn a boolean mask into this at every call.
+        self.bias = torch.zeros(valid.shape, dtype=self.keys[0].dtype).masked_fill_(~valid, float("-inf"))
 
     @staticmethod
     def block(layer: nn.Module) -> Block:
@@ -107,27 +111,31 @@ class LlamaDecoder:
         """Feed one token per sequence (B,) at ``position`` (B, 1); return the next-token logits (B, V)
         in float32 and the final (normed) hidden state (B, H)."""
         h = self.embed(token[:, None])  # (B, 1, H)
-        cos, sin = self.rotary(h, position)
-        cos, sin = cos[:, None], sin[:, None]  # (B, 1, 1, d)
+        cos, sin = self.rotary(h, position)  # (B, 1, d): one rotation for every head of q and k
         t = self.filled
         for block, keys, values in zip(self.blocks, self.keys, self.values, strict=True):
-            h = h + self.attention(block, block.input_norm(h), cos, sin, keys, values, t)
-            gate, up = linear(block.post_norm(h), block.gate_up).chunk(2, dim=-1)
+            h = h + self.attention(block, rms_norm(h, block.input_norm), cos, sin, keys, values, t)
+            gate, up = linear(rms_norm(h, block.post_norm), block.gate_up).chunk(2, dim=-1)
             h = h + linear(F.silu(gate) * up, block.down)
         self.filled += 1
-        hidden = self.norm(h)
+        hidden = rms_norm(h, self.norm)
         return linear(hidden, self.head)[:, -1].float(), hidden[:, -1]
 
     def attention(self, block: Block, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                   keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:
-        b, d = x.size(0), self.head_dim
-        q, k, v = linear(x, block.qkv).split([self.heads * d, self.kv_heads * d, self.kv_heads * d], -1)
-        q = q.view(b, 1, self.heads, d).transpose(1, 2)
-        k = k.view(b, 1, self.kv_heads, d).transpose(1, 2)
-        q = q * cos + rotate_half(q) * sin
-        keys[:, :, t : t + 1] = k * cos + rotate_half(k) * sin
-        values[:, :, t : t + 1] = v.view(b, 1, self.kv_heads, d).transpose(1, 2)
+        b, d, heads, kv_heads = x.size(0), self.head_dim, self.heads, self.kv_heads
+        qkv = linear(x, block.qkv)  # (B, 1, (heads + 2 kv_heads) d)
+        qk = qkv[..., : (heads + kv_heads) * d].view(b, heads + kv_heads, d)
+        qk = qk * cos + rotate_half(qk) * sin  # q and k rotated together
+        q = qk[:, :heads, None]  # (B, heads, 1, d)
+        keys[:, :, t] = qk[:, heads:]
+        values[:, :, t] = qkv[:, 0, (heads + kv_heads) * d :].view(b, kv_heads, d)
         out = F.scaled_dot_product_attention(q, keys[:, :, : t + 1], values[:, :, : t + 1],
-                                             attn_mask=self.valid[..., : t + 1], scale=self.scaling,
-                                             enable_gqa=self.heads != self.kv_heads)
-        return linear(out.transpose(1, 2).reshape(b, 1, self.heads * d), block.out)
+                                             attn_mask=self.bias[..., : t + 1], scale=self.scaling,
+                                             enable_gqa=heads != kv_heads)
+        return linear(out.transpose(1, 2).reshape(b, 1, heads * d), block.out)
+
+
+def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    """``LlamaRMSNorm`` as one fused operation (7 small ones in the module)."""
+    return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
