@@ -60,8 +60,8 @@ def test_packed_forward_equals_plain_forward_values_and_gradients(tiny, rows, mo
     if rows == "split":  # sequences capped below a group's size: each group spreads over several
         monkeypatch.setattr(packing, "MAX_PACKED_TOKENS", 40)
         assert len(packing.pack(ids, mask, tc, packing.token_pair_ratio(tiny.model)).input_ids) > 3
-    fed = []  # tokens entering the network
-    hook = tiny.model.get_input_embeddings().register_forward_hook(lambda m, i, out: fed.append(i[0]))
+    fed = []  # shapes of the hidden states entering the first block
+    hook = tiny.model.model.layers[0].register_forward_pre_hook(lambda m, args: fed.append(args[0].shape[:2]))
     model = tiny.model
     got = weighted_loss_and_grads(model, lambda: completion_forward(model, ids, mask, tc, 0.7, hidden=True),
                                   comp, cmask)
@@ -69,7 +69,7 @@ def test_packed_forward_equals_plain_forward_values_and_gradients(tiny, rows, mo
     want = weighted_loss_and_grads(model, lambda: plain_forward(model, ids, mask, tc, 0.7), comp, cmask)
     assert_same(got, want)
     layout = packing.pack(ids, mask, tc, packing.token_pair_ratio(model))
-    assert len(fed) == 1 and torch.equal(fed[0], layout.input_ids)  # one pass over the packed sequences
+    assert fed == [layout.input_ids.shape]  # one pass over the packed sequences
     if rows != "split":  # real tokens fed: each run's prompt once, each completion but its last token
         prompt_ids, prompt_mask = ids[:, :-tc], mask[:, :-tc]
         new_run = torch.ones(len(ids), dtype=torch.bool)
@@ -90,6 +90,31 @@ def test_packed_forward_with_eager_attention_takes_an_additive_mask(tiny):
     want = weighted_loss_and_grads(model, lambda: plain_forward(model, ids, mask, tc),
                                    r.completion_ids, r.completion_mask)
     assert_same(got, want)
+
+
+def test_tied_embedding_gradient_accumulates_over_micro_batches_like_autograd(tiny):
+    """The lookup's gradient is added in place into the tied weight's: over two backward passes (two
+    micro-batches, no zero_grad between) it equals the plain forward's, and a frozen weight gets none."""
+    r = grouped_rollout(tiny)
+    tc, model = r.completion_ids.size(1), tiny.model
+    weight = model.get_input_embeddings().weight
+    assert model.get_output_embeddings().weight is weight
+    grads = []
+    for forward in (completion_forward, plain_forward):
+        model.zero_grad(set_to_none=True)
+        for rows in (slice(0, 4), slice(4, 9)):
+            logits = forward(model, r.input_ids[rows], r.attention_mask[rows], tc)[0]
+            (token_logprobs(logits, r.completion_ids[rows]) * r.completion_mask[rows]).sum().backward()
+        grads.append(weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+    weight.requires_grad_(False)
+    try:
+        logits = completion_forward(model, r.input_ids, r.attention_mask, tc)[0]
+        token_logprobs(logits, r.completion_ids).sum().backward()
+        assert weight.grad is None
+    finally:
+        weight.requires_grad_(True)
 
 
 def test_unpacked_forward_is_the_plain_forward(tiny):

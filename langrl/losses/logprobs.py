@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 from transformers import PreTrainedModel
 
 from langrl.losses.packing import PACKING_ATTENTION, pack, token_pair_ratio
@@ -70,7 +72,9 @@ def completion_forward(
     if packed and model.config._attn_implementation in PACKING_ATTENTION:
         layout = pack(input_ids, attention_mask, completion_len, token_pair_ratio(model))
         mask = layout.attention_mask(model.config._attn_implementation, model.dtype)
-        out = model(input_ids=layout.input_ids, attention_mask=mask, position_ids=layout.position_ids,
+        embeds = tied_input_embeddings(model, layout.input_ids)
+        inputs = {"input_ids": layout.input_ids} if embeds is None else {"inputs_embeds": embeds}
+        out = model(**inputs, attention_mask=mask, position_ids=layout.position_ids,
                     logits_to_keep=layout.keep, output_hidden_states=hidden)
         logits = layout.select(out.logits)
         states = layout.select(out.hidden_states[-1][:, -layout.keep:]) if hidden else None
@@ -81,3 +85,35 @@ def completion_forward(
         logits = out.logits
         states = out.hidden_states[-1][:, -completion_len:] if hidden else None
     return (logits if temperature == 1.0 else logits / temperature), states
+
+
+def tied_input_embeddings(model: PreTrainedModel, ids: torch.Tensor) -> torch.Tensor | None:
+    """Input embeddings of ``ids`` whose gradient is added in place into the tied weight's gradient.
+
+    When the input embedding and the LM head share one trainable weight (SmolLM2, Llama 3.2 1B...),
+    autograd builds a dense vocabulary-sized gradient for the lookup (zero-filled, 113 MB on SmolLM2),
+    then adds it to the head's into a third such tensor. Here the lookup is a leaf outside the graph,
+    and a hook adds its gradient rows into ``weight.grad`` (whose head part is accumulated first:
+    ``AccumulateGrad`` runs as soon as it can), as ``nn.Embedding`` would, ``padding_idx`` rows left
+    out. Only with ``backward()``, which every update here uses. None where this does not apply: no
+    gradient, untied, frozen, or an embedding other than a plain ``nn.Embedding``.
+    """
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    weight = emb.weight
+    if not (torch.is_grad_enabled() and weight.requires_grad and type(emb) is nn.Embedding
+            and head is not None and head.weight is weight
+            and emb.max_norm is None and not emb.scale_grad_by_freq and not emb.sparse):
+        return None
+    index = ids.reshape(-1)
+    keep = None if emb.padding_idx is None else (index != emb.padding_idx)[:, None]
+
+    def accumulate(grad: torch.Tensor) -> None:
+        rows = grad.reshape(-1, grad.size(-1))
+        rows = rows if keep is None else rows * keep
+        if weight.grad is None:
+            weight.grad = torch.zeros_like(weight)
+        weight.grad.index_add_(0, index, rows.to(weight.grad.dtype))
+
+    embeds = F.embedding(ids, weight.detach()).requires_grad_()
+    embeds.register_hook(accumulate)
+    return embeds
