@@ -69,14 +69,21 @@ def completion_forward(
     ``packed=False``, or an attention implementation that takes no custom mask, runs every row in full.
     Position ids follow the attention mask so that they match those used while sampling.
     """
-    if packed and model.config._attn_implementation in PACKING_ATTENTION:
+    head = model.get_output_embeddings()
+    if packed and head is not None and model.config._attn_implementation in PACKING_ATTENTION:
         layout = pack(input_ids, attention_mask, completion_len, token_pair_ratio(model))
         mask = layout.attention_mask(model.config._attn_implementation, model.dtype)
         embeds = tied_input_embeddings(model, layout.input_ids)
         inputs = {"input_ids": layout.input_ids} if embeds is None else {"inputs_embeds": embeds}
-        out = model(**inputs, attention_mask=mask, position_ids=layout.position_ids,
-                    logits_to_keep=layout.keep, output_hidden_states=hidden)
-        logits = layout.select(out.logits)
+        # The LM head gets the (B, Tc, H) states of the scored positions, not the (R, keep, H) block:
+        # selecting before the vocabulary-sized product spares a (B, Tc, V) copy and its backward.
+        selecting = head.register_forward_pre_hook(lambda module, args: (layout.select(args[0]), *args[1:]))
+        try:
+            out = model(**inputs, attention_mask=mask, position_ids=layout.position_ids,
+                        logits_to_keep=layout.keep, output_hidden_states=hidden)
+        finally:
+            selecting.remove()
+        logits = out.logits
         states = layout.select(out.hidden_states[-1][:, -layout.keep:]) if hidden else None
     else:
         ids, mask = input_ids[:, :-1], attention_mask[:, :-1]  # the last token predicts nothing scored
