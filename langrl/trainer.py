@@ -32,6 +32,7 @@ from langrl.models import Reference, apply_lora, load_lm, merged_lora
 from langrl.prompts import PromptSet, build_prompts, left_pad
 from langrl.rewards import RewardFn, build_reward, score
 from langrl.rollout import Rollout, SamplingConfig, sample
+from langrl.runtime import reuse_freed_memory
 
 
 @dataclass
@@ -131,6 +132,8 @@ def build_run(cfg: Config) -> Run:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    if lm.model.device.type == "cpu":
+        reuse_freed_memory()
     use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
     # Built even when kl.coef = 0: kl/ref is always logged. Copies are taken before LoRA changes the model.
     reference = Reference(lm.model, use_adapter=use_adapter)

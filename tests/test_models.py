@@ -81,3 +81,15 @@ def test_packed_linears_match_plain_and_restore(tiny):
     assert torch.equal(packed_many, plain_many)
     assert can_pack(model) == torch.backends.mkldnn.is_available()
     assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_freed_memory_is_kept_for_reuse_on_glibc():
+    """`reuse_freed_memory` sets glibc's thresholds (Linux) and says so; elsewhere it changes nothing."""
+    import platform
+
+    from langrl.runtime import reuse_freed_memory
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert reuse_freed_memory() is glibc
+    big = torch.ones(8 * 2**20 // 4)  # a 8 MiB block, under the 32 MiB threshold: from the heap
+    assert float(big.sum()) == big.numel()
