@@ -91,5 +91,3 @@ def test_freed_memory_is_kept_for_reuse_on_glibc():
 
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert reuse_freed_memory() is glibc
-    big = torch.ones(8 * 2**20 // 4)  # a 8 MiB block, under the 32 MiB threshold: from the heap
-    assert float(big.sum()) == big.numel()
