@@ -15,9 +15,9 @@ not fed. The result equals the row-by-row forward up to float rounding (``tests/
 Attention under a dense mask costs every (query, key) pair of a sequence, so packing k completions of
 n tokens after a prompt of p costs (p + k n)^2 pairs instead of k (p + n)^2: worth it while the prompt
 tokens saved outweigh the pairs added. With ``ratio`` = weight-product FLOPs per token / attention
-FLOPs per pair (about 3000 for SmolLM2-135M, 160 for the tests' 2-layer toy), the cost per completion,
+FLOPs per pair (about 3070 for SmolLM2-135M, 145 for the tests' 2-layer toy), the cost per completion,
 (p c + p^2 a) / k + k n^2 a + const, is least at sequences of about p + sqrt(p (ratio + p)) tokens:
-376 for a 37-token prompt on SmolLM2, 14 for the toy's 1-token prompt. Sequences stop there, and at
+376 for a 37-token prompt on SmolLM2, 13 for the toy's 1-token prompt. Sequences stop there, and at
 ``MAX_PACKED_TOKENS`` (the mask's memory); a group that does not fit spreads over several sequences,
 each repeating the prompt.
 """
