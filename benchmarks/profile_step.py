@@ -94,17 +94,18 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
         out["fold_unfold_s"] = timed(fold_unfold, reps)
     full_ids, full_mask = rollout.input_ids, rollout.attention_mask
 
-    def reference(share: bool) -> None:
+    def reference(packed: bool) -> None:
         model = run.reference.frozen if run.reference.frozen is not None else policy
         with torch.inference_mode(), policy.disable_adapter() if run.reference.use_adapter else nullcontext():
-            completion_forward(model, full_ids, full_mask, tc, packed=share)
+            completion_forward(model, full_ids, full_mask, tc, packed=packed)
 
     out["reference_packed_s"] = timed(lambda: reference(True), reps)
     out["reference_plain_s"] = timed(lambda: reference(False), reps)
 
-    def forward_backward(share: bool, logprobs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    def forward_backward(packed: bool,
+                         logprobs: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         policy.zero_grad(set_to_none=True)
-        logits, _ = completion_forward(policy, full_ids, full_mask, tc, packed=share)
+        logits, _ = completion_forward(policy, full_ids, full_mask, tc, packed=packed)
         (logprobs(logits, rollout.completion_ids) * rollout.completion_mask).sum().backward()
 
     def full_log_softmax(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
