@@ -8,8 +8,8 @@ concatenated at every step, separate q/k/v and gate/up products. This step does 
 - the q, k, v weights in one matrix and the gate and up weights in another, each reordered once per
   rollout into oneDNN's blocked layout (see `langrl.models.packed`);
 - a key/value buffer allocated for the whole rollout and written in place;
-- q and k rotated in one operation, each RMS norm as one fused operation, an additive attention mask
-  built once per rollout;
+- q and k rotated in one operation, each RMS norm as one ``F.rms_norm`` call, an additive attention
+  mask built once per rollout;
 - the model's own rotary embedding and embedding modules, and its norms' weights and epsilon.
 
 Results agree with the model's forward to float rounding (other summation orders), checked in
@@ -137,5 +137,6 @@ class LlamaDecoder:
 
 
 def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
-    """``LlamaRMSNorm`` as one fused operation (7 small ones in the module)."""
+    """``LlamaRMSNorm`` as one ``F.rms_norm`` call: the same maths as the module's 7 small operations,
+    ~27 vs ~39 us for 8 rows of SmolLM2 on CPU (torch's CPU kernel is itself composite)."""
     return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
