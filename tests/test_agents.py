@@ -316,7 +316,8 @@ def test_judge_reward_fn_in_unit_interval_and_cached(tiny):
     alone = [LMJudge(tiny, question="Is the response polite?")(["Say thanks"], ["no"])[0]]
     assert scores[1] == pytest.approx(alone[0], abs=1e-5)
     odds = LMJudge(tiny, question="Is the response polite?", output="logodds")(["Hi"], ["hello there"])[0]
-    assert 1 / (1 + math.exp(-odds)) == pytest.approx(scores[0], abs=1e-9)
+    # float32 arithmetic: the two paths round differently, so compare at float32 precision
+    assert 1 / (1 + math.exp(-odds)) == pytest.approx(scores[0], rel=1e-6, abs=1e-6)
 
 
 def test_judge_rejects_answer_words_that_share_tokens(tiny):
