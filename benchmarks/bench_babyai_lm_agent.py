@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 import langrl.envs.text  # noqa: F401  (registers langrl/BabyAI-*-Text-v0)
-from langrl.agents.config import AgentConfig, load_agent_config
 from langrl.agents.episodes import action_names, bot_episodes, make_env
 from langrl.agents.imitation import demo_views
-from langrl.agents.lm_ppo import build_policy, train_agent
-from langrl.io import read_jsonl
+from langrl.agents.lm_agent import build_policy, train_agent
+from langrl.config.agent import AgentConfig, load_agent_config
 from langrl.models import load_lm
+from langrl.run.io import read_jsonl
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_babyai_text import SixActions, ppo_kwargs  # noqa: E402  (the symbolic agent of that benchmark)

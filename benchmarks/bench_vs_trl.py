@@ -108,7 +108,7 @@ def langrl_config(setup: Setup) -> dict[str, Any]:
 
 def run_langrl(setup: Setup) -> dict[str, Any]:
     from langrl.config import load_config
-    from langrl.trainer import build_run, train_step
+    from langrl.lm.trainer import build_run, train_step
 
     run = build_run(load_config(langrl_config(setup)))
     times, cpu, rewards = [], [], []
@@ -130,8 +130,8 @@ def run_trl(setup: Setup) -> dict[str, Any]:
     from trl import GRPOConfig, GRPOTrainer
 
     from langrl.config import load_config
+    from langrl.envs.prompts import build_prompts
     from langrl.models import load_lm
-    from langrl.prompts import build_prompts
     from langrl.rewards import build_reward, score
 
     device, dtype = device_and_dtype()
@@ -186,7 +186,7 @@ def run_trl(setup: Setup) -> dict[str, Any]:
 
 
 def render_items(cfg: Any) -> list[str]:
-    from langrl.prompts import read_items, render
+    from langrl.envs.prompts import read_items, render
 
     return render(read_items(cfg.prompts), cfg.prompts.template)
 

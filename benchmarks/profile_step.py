@@ -28,11 +28,11 @@ from typing import Any
 import torch
 
 from langrl.config import load_config
-from langrl.losses.logprobs import completion_forward, token_entropy, token_logprobs
+from langrl.envs.prompts import left_pad
+from langrl.lm.trainer import build_run, make_batch, train_step
 from langrl.models import merged_lora
-from langrl.prompts import left_pad
+from langrl.models.forward import completion_forward, token_entropy, token_logprobs
 from langrl.rollout import sample
-from langrl.trainer import build_run, make_batch, train_step
 
 CLOCK = time.perf_counter  # --clock cpu: time.process_time, for a machine shared with other work
 
@@ -67,7 +67,7 @@ def config(prompts: int, group: int, tokens: int, lora: bool) -> dict[str, Any]:
 def measure(args: argparse.Namespace) -> dict[str, float]:
     run = build_run(load_config(config(args.prompts, args.group, args.tokens, args.lora)))
     policy, tok, reps = run.policy, run.tokenizer, args.reps
-    ids, mask = left_pad([run.prompts.ids[i] for i in range(args.prompts)], tok.pad_token_id,
+    ids, mask = left_pad([run.task.prompts.ids[i] for i in range(args.prompts)], tok.pad_token_id,
                          torch.device("cpu"))
     # A batch whose completions run the full length (EOS suppressed): what every pass below sees.
     eos = tok.eos_token_id if args.eos else []

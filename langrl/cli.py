@@ -70,17 +70,18 @@ def quiet_library_progress_bars() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from langrl.config import is_agent_config
-
-    if is_agent_config(args.config):
-        return cmd_train_agent(args)
-    from langrl.trainer import train
+    from langrl.api import train
 
     result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
     s = result.summary
     print(f"\nrun folder: {result.run_dir}")
-    print(f"reward: first-10 mean {fmt(s['reward_first10'])}, last-10 mean {fmt(s['reward_last10'])}; "
-          f"final kl/ref {fmt(s['kl_final'])} nats; {fmt(s['step_s_median'])} s/step")
+    if "phases" in s:  # an agent run
+        for phase, r in s["phases"].items():
+            print(f"{phase}: success rate {fmt(r['success_rate'])}, mean return {fmt(r['mean_return'])} "
+                  f"at {int(r['env_steps'])} env steps")
+    else:
+        print(f"reward: first-10 mean {fmt(s['reward_first10'])}, last-10 mean {fmt(s['reward_last10'])}; "
+              f"final kl/ref {fmt(s['kl_final'])} nats; {fmt(s['step_s_median'])} s/step")
     print(f"report: {result.run_dir / 'report.md'}")
     return 0
 
@@ -88,10 +89,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
+    from langrl.envs.prompts import PromptSet, encode
+    from langrl.lm.trainer import rollout_prompts
     from langrl.models import load_lm
-    from langrl.prompts import PromptSet, encode
     from langrl.rollout import SamplingConfig
-    from langrl.trainer import rollout_prompts
 
     lm = load_lm(args.model)
     prompts = PromptSet(texts=args.prompt, ids=encode(args.prompt, lm.tokenizer, not args.no_chat),
@@ -106,40 +107,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_agent(args: argparse.Namespace) -> int:
-    from langrl.agents.lm_ppo import train_agent
-
-    result = train_agent(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
-    print(f"\nrun folder: {result.run_dir}")
-    for phase, r in result.summary["phases"].items():
-        print(f"{phase}: success rate {fmt(r['success_rate'])}, mean return {fmt(r['mean_return'])} "
-              f"at {int(r['env_steps'])} env steps")
-    print(f"report: {result.run_dir / 'report.md'}")
-    return 0
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from langrl.config import is_agent_config
+    from langrl.eval import evaluate
 
-    if is_agent_config(args.config):
-        from langrl.agents.lm_ppo import evaluate_agent
-
-        print(json.dumps(evaluate_agent(args.config, args.model, args.episodes, args.overrides), indent=2))
-        return 0
-    from langrl.evaluate import evaluate
-
-    print(json.dumps(evaluate(args.config, args.model, args.num_prompts, args.overrides), indent=2,
-                     ensure_ascii=False))
+    result = evaluate(args.config, args.model, args.overrides, num_prompts=args.num_prompts,
+                      episodes=args.episodes)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from langrl.agents.report import is_agent_run, write_agent_report
-
-    if is_agent_run(Path(args.run_dir)):
-        print(write_agent_report(Path(args.run_dir)))
-        return 0
-    from langrl.eval import write_report
+    from langrl.report import write_report
 
     print(write_report(Path(args.run_dir)))
     return 0

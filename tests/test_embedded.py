@@ -6,7 +6,7 @@ import time
 import pytest
 
 import langrl
-from langrl.io import read_jsonl
+from langrl.run.io import read_jsonl
 
 pytestmark = pytest.mark.slow
 

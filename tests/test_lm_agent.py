@@ -10,19 +10,21 @@ import torch
 
 pytest.importorskip("minigrid")
 
-from langrl.agents.config import load_agent_config  # noqa: E402
-from langrl.agents.episodes import bot_episodes, make_env, run_episodes, summarise_episodes  # noqa: E402
+from langrl.agents.episodes import bot_episodes  # noqa: E402
 from langrl.agents.imitation import bc_eval_loss, behaviour_cloning, demo_views, lm_demonstrations  # noqa: E402
-from langrl.agents.lm_policy import EpisodeWindow, LMPolicy, render_history  # noqa: E402
-from langrl.agents.lm_ppo import evaluate_agent, train_agent  # noqa: E402
+from langrl.agents.lm_agent import evaluate_agent, train_agent  # noqa: E402
+from langrl.agents.lm_policy import LMPolicy  # noqa: E402
 from langrl.agents.prior import LMActionPrior, action_logprobs  # noqa: E402
 from langrl.agents.scoring import score_actions  # noqa: E402
 from langrl.cli import main  # noqa: E402
-from langrl.config import is_agent_config  # noqa: E402
+from langrl.config import config_kind, read_config_data  # noqa: E402
+from langrl.config.agent import load_agent_config  # noqa: E402
 from langrl.envs.text import BABYAI_ACTIONS  # noqa: E402
+from langrl.envs.text.core import make_env  # noqa: E402
+from langrl.envs.text.history import EpisodeWindow, render_history  # noqa: E402
 from langrl.envs.text.spaces import text_space  # noqa: E402
 from langrl.errors import ConfigError  # noqa: E402
-from langrl.losses.gae import gae, gae_env_steps  # noqa: E402
+from langrl.rollout.episodes import run_episodes, summarise_episodes  # noqa: E402
 
 BABYAI = "langrl/BabyAI-GoToLocal-Text-v0"
 PICK = "langrl-test/Pick-v0"
@@ -133,30 +135,6 @@ def test_history_window_renders_the_goal_once():
         "Goal: h.\nObservation: D\nAction: drop\nObservation: F"]
 
 
-# ---------------------------------------------------------------------------------------------- GAE
-
-def test_gae_over_env_steps_hand_computed():
-    # one env, 3 steps, the episode ends at step 1 and a new one starts at step 2; gamma 0.5, lam 0.5
-    rewards, values = torch.tensor([[1.0], [2.0], [0.0]]), torch.tensor([[0.5], [1.0], [2.0]])
-    dones = torch.tensor([[0.0], [1.0], [0.0]])
-    adv, ret = gae_env_steps(rewards, values, dones, torch.tensor([4.0]), gamma=0.5, lam=0.5)
-    d2 = 0.0 + 0.5 * 4.0 - 2.0  # bootstraps from last_values
-    d1 = 2.0 - 1.0  # done: no bootstrap, nothing flows back from step 2
-    d0 = 1.0 + 0.5 * 1.0 - 0.5
-    torch.testing.assert_close(adv[:, 0], torch.tensor([d0 + 0.25 * d1, d1, d2]))
-    torch.testing.assert_close(ret, adv + values)
-
-
-def test_gae_over_env_steps_equals_token_gae_on_one_episode():
-    rewards, values = torch.rand(5, 3), torch.rand(5, 3)
-    dones = torch.zeros(5, 3)
-    dones[-1] = 1
-    adv, ret = gae_env_steps(rewards, values, dones, torch.rand(3), gamma=0.9, lam=0.8)
-    ref_adv, ref_ret = gae(rewards.T, values.T, torch.ones(3, 5), gamma=0.9, lam=0.8)
-    torch.testing.assert_close(adv, ref_adv.T)
-    torch.testing.assert_close(ret, ref_ret.T)
-
-
 # ---------------------------------------------------------------------------------------------- imitation
 
 def test_behaviour_cloning_reduces_the_loss_on_bot_demonstrations(tiny):
@@ -261,7 +239,7 @@ def test_full_finetune_changes_parameters_and_cli_eval_prints_json(tmp_path, cap
 
     config = tmp_path / "pick.yaml"
     config.write_text(json.dumps(pick_config(ppo={"env_steps": 16}, eval={"episodes": 4, "prior": False})))
-    assert is_agent_config(config)
+    assert config_kind(read_config_data(config)[0]) == "agent"
     assert main(["train", str(config), "--output", str(tmp_path / "run")]) == 0
     trained = load_lm(str(tmp_path / "run" / "checkpoints" / "step-1"))
     initial = load_lm("tiny")
@@ -284,14 +262,17 @@ def test_agent_config_errors_name_the_field():
         load_agent_config({"env": {}}, ["imitation.source=bott"])
     with pytest.raises(ConfigError, match=r"policy\.template must contain \{observation\}"):
         load_agent_config({"env": {}}, ["policy.template=hello {actions}"])
-    assert not is_agent_config({"prompts": {"items": ["a"]}, "reward": {"type": "vader"}})
+    assert config_kind({"prompts": {"items": ["a"]}, "reward": {"type": "vader"}}) == "lm"
+    assert config_kind({"env": {}}) == "agent" and config_kind({"kind": "agent"}) == "agent"
+    with pytest.raises(ConfigError, match=r"kind = 'agnet': unknown kind of run; allowed: lm, agent"):
+        config_kind({"kind": "agnet"})
 
 
 def test_shipped_config_is_an_agent_config():
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "configs" / "babyai_goto.yaml"
-    assert is_agent_config(path)
+    assert config_kind(read_config_data(path)[0]) == "agent"
     cfg = load_agent_config(path)
     assert cfg.imitation.source == "bot" and cfg.env.id == BABYAI and cfg.updates >= 1
 

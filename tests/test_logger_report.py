@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from langrl.eval import RunLogger, summarise, write_report
-from langrl.eval.report import md_cell
-from langrl.io import (
+from langrl.report.common import md_cell
+from langrl.report.lm import summarise, write_report
+from langrl.run.io import (
     append_jsonl,
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
     read_jsonl,
 )
+from langrl.run.logger import RunLogger
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

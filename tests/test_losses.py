@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from langrl.losses import (
+from langrl.models.forward import token_entropy, token_logprobs
+from langrl.rl import (
     baseline_advantages,
     clipped_surrogate,
     grpo_advantages,
@@ -17,8 +18,6 @@ from langrl.losses import (
     seq_mean,
     seq_sum,
     sequence_kl,
-    token_entropy,
-    token_logprobs,
     token_mean,
     update_moving_average,
 )
@@ -123,7 +122,7 @@ def test_filter_logits_top_k_and_top_p():
 
 
 def test_learning_rate_schedule_by_hand():
-    from langrl.trainer import lr_factor
+    from langrl.run.optim import lr_factor
 
     # warm-up over 2 steps, then linear decay over the remaining 4 steps (+1 so the last step moves)
     linear = [lr_factor(s, 6, 2, "linear") for s in range(1, 7)]

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from langrl.losses.dpg import dpg_loss, dpg_weights, estimate_kl_target_to, log_target
-from langrl.losses.gae import gae, lambda_returns, whiten
-from langrl.losses.kl_control import AdaptiveKLController, FixedKLController, per_token_kl_rewards
-from langrl.losses.value import clipped_value_loss
+from langrl.rl.dpg import dpg_loss, dpg_weights, estimate_kl_target_to, log_target
+from langrl.rl.kl_control import AdaptiveKLController, FixedKLController, per_token_kl_rewards
+from langrl.rl.returns import gae, token_discounts, whiten
+from langrl.rl.value import clipped_value_loss
 
 
 def close(actual, expected, atol=1e-6):
@@ -22,43 +22,70 @@ def test_gae_hand_computed():
     rewards = torch.tensor([[1.0, 0.0, 2.0]])
     values = torch.tensor([[0.5, 1.0, 1.5]])
     mask = torch.ones(1, 3)
-    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
-    # gamma lam = 0.72; after the last step V = 0 (episode ends)
+    adv, ret = gae(rewards, values, token_discounts(mask, 0.9), lam=0.8, mask=mask)
+    # gamma lam = 0.72; the last token ends the episode (discount 0)
     # delta_2 = 2 + 0.9 * 0   - 1.5 = 0.5     A_2 = 0.5
     # delta_1 = 0 + 0.9 * 1.5 - 1.0 = 0.35    A_1 = 0.35 + 0.72 * 0.5  = 0.71
     # delta_0 = 1 + 0.9 * 1.0 - 0.5 = 1.4     A_0 = 1.4  + 0.72 * 0.71 = 1.9112
     # returns = A + V = (2.4112, 1.71, 2.0)
     close(adv, [[1.9112, 0.71, 0.5]])
     close(ret, [[2.4112, 1.71, 2.0]])
-    close(lambda_returns(rewards, values, mask, gamma=0.9, lam=0.8), ret)
 
 
-def test_gae_masked_tail_is_zero_and_last_valid_step_bootstraps():
+def test_token_discounts_end_each_row_at_its_last_token():
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    close(token_discounts(mask, 0.5), [[0.5, 0.5, 0.0], [0.5, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_gae_masked_tail_is_zero_and_padding_may_hold_nan():
     rewards = torch.tensor([[1.0, 2.0, 99.0, 99.0]])
     values = torch.tensor([[0.5, 1.0, 77.0, float("nan")]])  # padding may hold anything
     mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
-    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8, last_value=torch.tensor([3.0]))
-    # delta_1 = 2 + 0.9 * 3 (last_value) - 1 = 3.7   A_1 = 3.7
-    # delta_0 = 1 + 0.9 * 1 - 0.5 = 1.4              A_0 = 1.4 + 0.72 * 3.7 = 4.064
-    close(adv, [[4.064, 3.7, 0.0, 0.0]])
-    close(ret, [[4.564, 4.7, 0.0, 0.0]])
+    adv, ret = gae(rewards, values, token_discounts(mask, 0.9), lam=0.8, mask=mask)
+    # delta_1 = 2 + 0 - 1 = 1                       A_1 = 1
+    # delta_0 = 1 + 0.9 * 1 - 0.5 = 1.4             A_0 = 1.4 + 0.72 * 1 = 2.12
+    close(adv, [[2.12, 1.0, 0.0, 0.0]])
+    close(ret, [[2.62, 2.0, 0.0, 0.0]])
 
 
-def _batch(seed=0):
+def test_gae_truncated_rows_bootstrap_from_the_next_state():
+    rewards, values = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.5, 1.0]])
+    adv, ret = gae(rewards, values, torch.full((1, 2), 0.9), lam=0.8, bootstrap=torch.tensor([3.0]))
+    # delta_1 = 2 + 0.9 * 3 - 1 = 3.7   A_1 = 3.7;  delta_0 = 1 + 0.9 - 0.5 = 1.4   A_0 = 1.4 + 0.72 * 3.7
+    close(adv, [[4.064, 3.7]])
+    close(ret, [[4.564, 4.7]])
+
+
+def test_gae_over_env_steps_does_not_flow_across_episode_ends():
+    # one env, 3 steps; the episode ends at step 1 and a new one starts at step 2; gamma 0.5, lam 0.5
+    rewards, values = torch.tensor([[1.0, 2.0, 0.0]]), torch.tensor([[0.5, 1.0, 2.0]])
+    dones = torch.tensor([[0.0, 1.0, 0.0]])
+    adv, ret = gae(rewards, values, 0.5 * (1 - dones), lam=0.5, bootstrap=torch.tensor([4.0]))
+    d2 = 0.0 + 0.5 * 4.0 - 2.0  # bootstraps from the state after the rollout
+    d1 = 2.0 - 1.0  # done: no bootstrap, nothing flows back from step 2
+    d0 = 1.0 + 0.5 * 1.0 - 0.5
+    close(adv, [[d0 + 0.25 * d1, d1, d2]])
+    close(ret, adv + values)
+
+
+def _batch(seed=0, full=False):
     g = torch.Generator().manual_seed(seed)
     rewards = torch.randn(3, 5, generator=g)
     values = torch.randn(3, 5, generator=g)
     last_value = torch.randn(3, generator=g)
-    lengths = torch.tensor([5, 3, 1])
+    lengths = torch.tensor([5, 5, 5] if full else [5, 3, 1])
     mask = (torch.arange(5)[None] < lengths[:, None]).float()
     return rewards, values, mask, last_value, lengths
 
 
 @pytest.mark.parametrize("bootstrap", [False, True])
 def test_gae_lambda_one_is_monte_carlo_minus_values(bootstrap):
-    rewards, values, mask, last_value, lengths = _batch()
+    rewards, values, mask, last_value, lengths = _batch(full=bootstrap)
     gamma = 0.95
-    adv, ret = gae(rewards, values, mask, gamma, lam=1.0, last_value=last_value if bootstrap else None)
+    if bootstrap:  # truncated full-length rows: discount gamma throughout, V(s_T) = last_value
+        adv, ret = gae(rewards, values, torch.full_like(rewards, gamma), 1.0, bootstrap=last_value)
+    else:  # rows that end at their last valid token
+        adv, ret = gae(rewards, values, token_discounts(mask, gamma), 1.0, mask=mask)
     for b, n in enumerate(lengths.tolist()):
         for t in range(n):
             g_t = sum(gamma**k * rewards[b, t + k] for k in range(n - t))
@@ -70,9 +97,9 @@ def test_gae_lambda_one_is_monte_carlo_minus_values(bootstrap):
 
 
 def test_gae_lambda_zero_is_one_step_td_error():
-    rewards, values, mask, last_value, lengths = _batch(1)
+    rewards, values, _, last_value, lengths = _batch(1, full=True)
     gamma = 0.9
-    adv, _ = gae(rewards, values, mask, gamma, lam=0.0, last_value=last_value)
+    adv, _ = gae(rewards, values, torch.full_like(rewards, gamma), 0.0, bootstrap=last_value)
     for b, n in enumerate(lengths.tolist()):
         for t in range(n):
             v_next = values[b, t + 1] if t + 1 < n else last_value[b]

@@ -87,7 +87,7 @@ def test_freed_memory_is_kept_for_reuse_on_glibc():
     """`reuse_freed_memory` sets glibc's thresholds (Linux) and says so; elsewhere it changes nothing."""
     import platform
 
-    from langrl.runtime import reuse_freed_memory
+    from langrl.run.runtime import reuse_freed_memory
 
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert reuse_freed_memory() is glibc

@@ -4,10 +4,10 @@ gives the same logits, hidden states and gradients as one plain forward over eve
 import pytest
 import torch
 
-from langrl.losses import packing
-from langrl.losses.logprobs import completion_forward, token_logprobs
+from langrl.envs.prompts import encode, left_pad
+from langrl.models import packing
+from langrl.models.forward import completion_forward, token_logprobs
 from langrl.models.reference import apply_lora
-from langrl.prompts import encode, left_pad
 from langrl.rollout import SamplingConfig, sample
 
 

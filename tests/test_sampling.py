@@ -2,8 +2,8 @@
 
 import torch
 
-from langrl.losses import completion_logits, token_logprobs
-from langrl.prompts import encode, left_pad
+from langrl.envs.prompts import encode, left_pad
+from langrl.models.forward import completion_logits, token_logprobs
 from langrl.rollout import SamplingConfig, sample
 
 
@@ -66,7 +66,7 @@ def test_top_k_one_is_greedy(tiny):
 
 
 def test_draw_follows_the_distribution_and_skips_zero_probability_entries():
-    from langrl.rollout.sampling import draw
+    from langrl.rollout.tokens import draw
 
     probs = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0]]).repeat(20000, 1)
     tokens = draw(probs, torch.Generator().manual_seed(0))

@@ -9,8 +9,8 @@ import langrl
 from langrl.bayes import empirical_best_of_n_reward
 from langrl.config import load_config
 from langrl.errors import ConfigError
-from langrl.io import read_jsonl
-from langrl.trainer import build_run
+from langrl.lm.trainer import build_run
+from langrl.run.io import read_jsonl
 
 QUIET = ["log.progress=false"]
 
@@ -71,7 +71,7 @@ def test_empirical_best_of_n_by_hand():
 
 
 def test_prefix_sharing_scores_every_completion_exactly():
-    from langrl.losses import completion_logits, token_logprobs
+    from langrl.models.forward import completion_logits, token_logprobs
 
     run = build_run(load_config("configs/toy_exact.yaml"))
     monitor = run.monitor

@@ -9,7 +9,7 @@ import torch
 import langrl
 from langrl.cli import main
 from langrl.errors import ConfigError, RewardError
-from langrl.io import read_jsonl
+from langrl.run.io import read_jsonl
 
 TIME_KEYS = ("time/", "samples/per_s")
 

@@ -17,27 +17,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from langrl.protocols import ActionPrior, ObservationDecoder
+from langrl.rollout.episodes import Episode, run_episodes
+
 if TYPE_CHECKING:
     from langrl.agents.cache import LRUCache
     from langrl.agents.encoder import LMEncoder, pool_hidden
-    from langrl.agents.episodes import Episode, bot_episodes, run_episodes
+    from langrl.agents.episodes import bot_episodes
     from langrl.agents.imitation import behaviour_cloning, lm_demonstrations
     from langrl.agents.judge import LMJudge
     from langrl.agents.judge_reward import LMJudgeReward
+    from langrl.agents.lm_agent import evaluate_agent, train_agent
     from langrl.agents.lm_policy import LMPolicy
-    from langrl.agents.lm_ppo import evaluate_agent, train_agent
     from langrl.agents.prior import LMActionPrior, action_logprobs
-    from langrl.agents.protocols import ActionPrior, ObservationDecoder
     from langrl.agents.sb3 import PriorActorCriticPolicy, PriorDQN
     from langrl.agents.scoring import score_actions
 
 LAZY = {
     "LRUCache": "cache", "LMEncoder": "encoder", "pool_hidden": "encoder", "LMJudge": "judge",
     "LMJudgeReward": "judge_reward", "LMActionPrior": "prior", "action_logprobs": "prior",
-    "ActionPrior": "protocols", "ObservationDecoder": "protocols", "PriorActorCriticPolicy": "sb3",
-    "PriorDQN": "sb3", "Episode": "episodes", "bot_episodes": "episodes", "run_episodes": "episodes",
+    "PriorActorCriticPolicy": "sb3", "PriorDQN": "sb3", "bot_episodes": "episodes",
     "behaviour_cloning": "imitation", "lm_demonstrations": "imitation", "LMPolicy": "lm_policy",
-    "evaluate_agent": "lm_ppo", "train_agent": "lm_ppo", "score_actions": "scoring",
+    "evaluate_agent": "lm_agent", "train_agent": "lm_agent", "score_actions": "scoring",
 }
 
 __all__ = [

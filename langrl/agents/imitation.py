@@ -16,9 +16,10 @@ import gymnasium as gym
 import torch
 import torch.nn.functional as F
 
-from langrl.agents.episodes import Episode, run_episodes
-from langrl.agents.lm_policy import LMPolicy, render_history
-from langrl.algorithms.base import clip_gradients
+from langrl.agents.lm_policy import LMPolicy
+from langrl.envs.text.history import render_history
+from langrl.rollout.episodes import Episode, run_episodes
+from langrl.run.optim import minibatch_epochs, trainable
 
 
 def demo_views(episodes: Sequence[Episode], actions: Sequence[str],
@@ -43,31 +44,20 @@ def bc_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def behaviour_cloning(policy: LMPolicy, views: Sequence[str], targets: Sequence[int],
                       optimizer: torch.optim.Optimizer, epochs: int, batch_size: int,
-                      generator: torch.Generator, max_grad_norm: float = 1.0,
-                      on_batch: Callable[[dict[str, float]], None] | None = None) -> list[float]:
-    """``epochs`` passes over shuffled minibatches of (view, action); returns each epoch's mean loss.
-
-    ``on_batch`` receives ``{"bc/loss", "bc/accuracy", "grad/norm"}`` after every optimizer step.
-    """
+                      generator: torch.Generator, max_grad_norm: float = 1.0) -> list[float]:
+    """``epochs`` passes over shuffled minibatches of (view, action), one optimizer step each; returns
+    each epoch's mean loss."""
     prompts = policy.prompt_ids(views)
     labels = torch.tensor(list(targets), device=policy.model.device)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    epoch_losses = []
+
+    def loss(rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        logits, _ = policy([prompts[i] for i in rows.tolist()])
+        value = bc_loss(logits, labels[rows.to(labels.device)])
+        return value, {"bc/loss": float(value.detach())}
+
     policy.train()
-    for _ in range(epochs):
-        losses = []
-        for rows in torch.randperm(len(prompts), generator=generator).split(batch_size):
-            logits, _ = policy([prompts[i] for i in rows.tolist()])
-            loss = bc_loss(logits, labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = clip_gradients(params, max_grad_norm)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            if on_batch is not None:
-                accuracy = float((logits.argmax(-1) == labels[rows]).float().mean())
-                on_batch({"bc/loss": losses[-1], "bc/accuracy": accuracy, "grad/norm": norm})
-        epoch_losses.append(sum(losses) / len(losses))
+    epoch_losses = [minibatch_epochs(len(prompts), batch_size, 1, loss, optimizer, trainable(policy), max_grad_norm,
+                                     generator=generator)["bc/loss"] for _ in range(epochs)]
     policy.eval()
     return epoch_losses
 

@@ -10,9 +10,7 @@ Built on a pretrained LM with no training, the policy *is* the zero-shot prior `
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -21,62 +19,7 @@ from langrl.agents.prior import PRIOR_TEMPLATE, LMActionPrior
 from langrl.agents.scoring import score_actions
 from langrl.models.loading import LM
 from langrl.models.value import ValueHead
-
-
-def render_history(past: Sequence[tuple[str, str]], current: str) -> str:
-    """The policy's view: earlier (observation, action) pairs, oldest first, then the current observation.
-
-    With no past this is ``current`` itself (what the prior scores). A first line shared by every
-    observation (BabyAI's ``Goal: ...``) is written once, at the top::
-
-        Goal: go to the red ball.
-        Observation: You see a wall 2 steps left. ...
-        Action: turn left
-        Observation: ...
-    """
-    if not past:
-        return current
-    head = current.partition("\n")[0]
-    shared = all(obs.partition("\n")[0] == head for obs, _ in past)
-
-    def body(obs: str) -> str:
-        return obs.partition("\n")[2] if shared else obs
-
-    lines = [head] if shared else []
-    for obs, action in past:
-        lines += [f"Observation: {body(obs)}", f"Action: {action}"]
-    lines.append(f"Observation: {body(current)}")
-    return "\n".join(lines)
-
-
-class EpisodeWindow:
-    """The last ``size`` (observation, action) pairs of each of N environments' current episodes."""
-
-    def __init__(self, n_envs: int, size: int):
-        self.past: list[deque[tuple[str, str]]] = [deque(maxlen=size) for _ in range(n_envs)]
-
-    def texts(self, observations: Sequence[str]) -> list[str]:
-        """The policy's view of each environment (N,): its window followed by its current observation."""
-        return [render_history(list(p), o) for p, o in zip(self.past, observations, strict=True)]
-
-    def push(self, observations: Sequence[str], actions: Sequence[str], done: Sequence[bool]) -> None:
-        """Record that ``actions`` were taken in ``observations``; an environment whose episode ended
-        (``done``) starts over with an empty window."""
-        for past, obs, action, end in zip(self.past, observations, actions, done, strict=True):
-            if end:
-                past.clear()
-            elif past.maxlen:
-                past.append((obs, action))
-
-
-class Decision(NamedTuple):
-    """What the policy did in B states: ``actions`` (B,), their ``logprobs`` (B,), ``values`` (B,) and
-    the ``logits`` (B, A) over all actions (log_softmax(logits) is the policy)."""
-
-    actions: torch.Tensor
-    logprobs: torch.Tensor
-    values: torch.Tensor
-    logits: torch.Tensor
+from langrl.protocols import Decision
 
 
 class LMPolicy(nn.Module):
@@ -124,5 +67,5 @@ class LMPolicy(nn.Module):
 
     def chooser(self, greedy: bool,
                 generator: torch.Generator | None = None) -> Callable[[list[str]], list[int]]:
-        """Views (B,) -> action indices (B,), for `langrl.agents.episodes.run_episodes`."""
+        """Views (B,) -> action indices (B,), for `langrl.rollout.episodes.run_episodes`."""
         return lambda views: self.act(self.prompt_ids(views), generator, greedy).actions.tolist()

@@ -21,11 +21,8 @@ from transformers import PreTrainedModel
 from langrl.agents.cache import LRUCache
 from langrl.agents.exploration import log_softmax
 from langrl.agents.scoring import score_actions
+from langrl.config.agent import PRIOR_TEMPLATE
 from langrl.models.loading import LM
-
-PRIOR_TEMPLATE = (
-    "You are an agent in a text game. Possible actions: {actions}.\n{observation}\nYour next action:"
-)
 
 
 @torch.no_grad()

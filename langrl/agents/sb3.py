@@ -26,7 +26,7 @@ from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from langrl.agents.exploration import boltzmann, boltzmann_mix, sample_categorical
-from langrl.agents.protocols import ActionPrior, ObservationDecoder
+from langrl.protocols import ActionPrior, ObservationDecoder
 
 
 class PriorDQN(DQN):

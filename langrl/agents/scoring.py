@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import PreTrainedModel
 
-from langrl.losses.logprobs import token_logprobs
+from langrl.models.forward import token_logprobs
 
 
 class ActionScores(NamedTuple):

@@ -25,6 +25,9 @@ import torch
 from langrl.bayes._checks import as_f64, check_normalised, same_shape
 from langrl.bayes.exact import kl
 
+# The n of the best-of-n curves drawn in reports (exact on toy tasks, else from pi0's samples).
+BEST_OF_N = (1, 2, 4, 8, 16, 32, 64)
+
 
 def _check_n(n: int) -> int:
     if isinstance(n, bool) or int(n) != n or n < 1:

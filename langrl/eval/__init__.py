@@ -1,6 +1,29 @@
-"""Run logging (JSON Lines + TensorBoard) and the run report (curves, summary, before/after samples)."""
+"""``langrl.evaluate``: measure a model on any kind of config's task, as a JSON-able dict."""
 
-from langrl.eval.logger import RunLogger
-from langrl.eval.report import summarise, write_report
+from __future__ import annotations
 
-__all__ = ["RunLogger", "summarise", "write_report"]
+from typing import Any
+
+from langrl.config import AgentConfig, ConfigSource, load_any_config
+
+
+def evaluate(config: ConfigSource, model: str, overrides: list[str] | tuple[str, ...] = (),
+             num_prompts: int = 16, episodes: int | None = None) -> dict[str, Any]:
+    """Evaluate ``model`` on the task of ``config``.
+
+    - ``kind: lm``: mean reward and KL to the config's model over the first ``num_prompts`` prompts
+      (`langrl.lm.evaluate.evaluate_lm`);
+    - ``kind: agent``: success rate and mean return over ``episodes`` held-out seeds (default the
+      config's ``eval.episodes``); ``model`` may be a run folder (`langrl.agents.lm_agent.evaluate_agent`).
+    """
+    cfg = load_any_config(config, overrides)
+    if isinstance(cfg, AgentConfig):
+        from langrl.agents.lm_agent import evaluate_agent
+
+        return evaluate_agent(cfg, model, episodes)
+    from langrl.lm.evaluate import evaluate_lm
+
+    return evaluate_lm(cfg, model, num_prompts)
+
+
+__all__ = ["evaluate"]

@@ -1,6 +1,7 @@
 """Models: loading (embedded, hub, local, tiny), LoRA and the reference policy."""
 
-from langrl.models.loading import DEFAULT_MODEL, EMBEDDED, LM, cache_dir, load_lm
+from langrl.models.lm import LM
+from langrl.models.loading import DEFAULT_MODEL, EMBEDDED, cache_dir, load_lm
 from langrl.models.reference import Reference, apply_lora, merged_lora
 from langrl.models.tiny import tiny_lm
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from langrl.errors import ConfigError
-from langrl.io import atomic_dir
+from langrl.models.lm import LM, prepare_tokenizer
+from langrl.models.tiny import tiny_lm
+from langrl.models.toy import toy_lm
+from langrl.run.io import atomic_dir
 
 EMBEDDED = {
     # short name -> (python package holding the GGUF, file name)
@@ -25,15 +27,6 @@ EMBEDDED = {
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class LM:
-    """A causal LM with its tokenizer. ``name`` is what the user asked for (short name, hub id or path)."""
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    name: str
 
 
 def cache_dir() -> Path:
@@ -97,13 +90,7 @@ IN_PROCESS = ("tiny", "toy")
 
 def in_process_model(name: str, seed: int) -> LM:
     """``tiny``: a 2-layer byte-level Llama for tests; ``toy``: the 8-letter model of the toy token MDP."""
-    if name == "tiny":
-        from langrl.models.tiny import tiny_lm
-
-        return tiny_lm(seed=seed)
-    from langrl.envs.toy import toy_lm
-
-    return toy_lm(seed=seed)
+    return tiny_lm(seed=seed) if name == "tiny" else toy_lm(seed=seed)
 
 
 def load_adapter(name: str, folder: str, dtype: str, device: str) -> LM:
@@ -131,13 +118,6 @@ def locate(name: str) -> str:
             f"or one of the embedded models: {', '.join(EMBEDDED)}"
         )
     return name
-
-
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
-    """Left padding for batched sampling; EOS doubles as PAD when the tokenizer has no pad token."""
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
 
 
 def embedded_folder(name: str) -> Path:

@@ -16,7 +16,7 @@ from peft import PeftModel, get_peft_model
 from peft.tuners.lora import Linear as LoraLinear
 from transformers import PreTrainedModel
 
-from langrl.losses.logprobs import completion_logits
+from langrl.models.forward import completion_logits
 
 
 def apply_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float,
@@ -100,11 +100,20 @@ class Reference:
             frozen = copy.deepcopy(model) if copy_weights else model
             self.frozen = frozen.eval().requires_grad_(False)
 
+    @contextmanager
+    def model(self, policy: PreTrainedModel) -> Iterator[PreTrainedModel]:
+        """The network that computes pi_ref, for the duration of the context: the frozen copy, or
+        ``policy`` with its LoRA adapter switched off. Every use of the reference goes through this."""
+        if self.frozen is not None:
+            yield self.frozen
+            return
+        switch_off = policy.disable_adapter() if self.use_adapter else nullcontext()
+        with switch_off:
+            yield policy
+
     @torch.inference_mode()
     def logits(self, policy: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                completion_len: int, temperature: float) -> torch.Tensor:
         """(B, Tc, V) reference logits for the completion positions."""
-        model = policy if self.frozen is None else self.frozen
-        switch_off = policy.disable_adapter() if self.use_adapter else nullcontext()
-        with switch_off:
+        with self.model(policy) as model:
             return completion_logits(model, input_ids, attention_mask, completion_len, temperature)

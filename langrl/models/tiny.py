@@ -10,7 +10,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from langrl.models.loading import LM, prepare_tokenizer
+from langrl.models.lm import LM, prepare_tokenizer
 
 SPECIALS = ["<|pad|>", "<|bos|>", "<|eos|>"]
 CHAT_TEMPLATE = (

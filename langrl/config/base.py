@@ -1,0 +1,157 @@
+"""What every kind of run's config shares: strict sections, the run essentials, LoRA, the optimizer, the
+KL reference, logging, ``--set`` overrides and one-line error messages.
+
+Every error names the field (dotted path), the bad value, and what is allowed. ``--set a.b=value``
+overrides reach every key; values are parsed as YAML, so ``--set steps=3`` gives an int.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from langrl.errors import ConfigError
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors (with a did-you-mean), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunConfig(Section):
+    """The fields every run has. Each kind of run adds ``kind`` (the discriminator) and its sections."""
+
+    model: str = Field("smollm2-135m-instruct", description="embedded short name, hub id, local folder, "
+                                                            "or 'tiny' / 'toy' (random models built in-process)")
+    seed: int = Field(0, description="seeds everything random: initialisation, sampling, prompt order, "
+                                     "environments (each stream derived in langrl.run.seeds)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="model dtype")
+    threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
+
+
+class KLBase(Section):
+    """beta * KL(pi || pi_ref) to the initial model; each kind of run adds how it is estimated."""
+
+    coef: float = Field(0.05, ge=0, description="beta, the weight of KL(pi || pi_ref)")
+    mode: Literal["reward", "loss"] = Field(
+        "reward", description="reward: subtract beta * KL from the reward; loss: add beta * KL to the loss")
+    reference: Literal["auto", "copy", "adapter"] = Field(
+        "auto", description="copy: a frozen copy of the initial model; adapter: the LoRA network with the "
+                            "adapter disabled (needs lora); auto: adapter with LoRA, else copy")
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1, description="rank")
+    alpha: float = Field(32, gt=0, description="scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter input")
+    target_modules: list[str] | str = Field("all-linear", description="modules that get an adapter")
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    max_grad_norm: float = Field(1.0, ge=0, description="gradient norm clip; 0 disables")
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "linear", description="learning rate after warm-up: constant, or decayed to 0 at the last step")
+
+
+class LogConfig(Section):
+    sample_every: int = Field(10, ge=1, description="steps between rows of samples.jsonl")
+    checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints (the last step always)")
+    keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
+    tensorboard: bool = Field(True, description="write TensorBoard event files")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+def set_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply ``a.b.c=value`` to nested ``data`` in place; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key.sub=value, e.g. --set steps=3")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} holds {child!r}, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def read_config_data(source: str | Path | dict[str, Any],
+                     overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict[str, Any], Path | None]:
+    """The raw mapping of a YAML file (or a dict) with ``key=value`` overrides applied, and the file's
+    folder (None for a dict)."""
+    if isinstance(source, dict):
+        data, base = copy.deepcopy(source), None  # overrides must not reach into the caller's dict
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, "
+                              f"not {type(data).__name__}")
+        base = path.parent
+    for assignment in overrides:
+        set_override(data, assignment)
+    return data, base
+
+
+def validate(model: type[BaseModel], data: dict[str, Any]) -> Any:
+    """``model.model_validate(data)``, with pydantic's errors turned into one :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, model)) from None
+
+
+def format_errors(error: ValidationError, root: type[BaseModel]) -> str:
+    """One line per problem: ``field.path = value: what is wrong (allowed: ...)``; ``root`` is the model
+    that was validated."""
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(unknown_field_message(loc, root))
+        elif item["type"] == "missing":
+            lines.append(f"{loc}: required field is missing")
+        else:
+            lines.append(f"{loc} = {item.get('input')!r}: {item['msg']}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def unknown_field_message(loc: str, root: type[BaseModel]) -> str:
+    """Name the unknown key and suggest the closest allowed one."""
+    *parents, name = loc.split(".")
+    model: type[BaseModel] = root
+    for part in parents:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        sub = next((a for a in getattr(annotation, "__args__", (annotation,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if sub is None:
+            return f"{loc}: unknown field"
+        model = sub
+    allowed = sorted(model.model_fields)
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{loc}: unknown field{hint} (allowed: {', '.join(allowed)})"
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config as YAML (what the run folder keeps)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,154 @@
+"""The config of an LM fine-tuning run (``kind: lm``): prompts, sampling, reward, KL, algorithm sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from langrl.config.base import (
+    KLBase,
+    LogConfig,
+    LoraConfig,
+    OptimConfig,
+    RunConfig,
+    Section,
+    read_config_data,
+    validate,
+)
+from langrl.rewards import RewardSpec, parse_reward_spec
+
+
+class PromptsConfig(Section):
+    """Where prompts come from. Each line of ``file`` (or each item of ``items``) fills ``template``."""
+
+    file: str | None = Field(None, description="text file, one item per line; relative to the config "
+                                               "file, the working directory, or langrl's data folder")
+    items: list[str] | None = Field(None, description="items given inline instead of a file")
+    template: str = Field("{item}", description="prompt text; {item} is replaced by each item")
+    chat: bool = Field(True, description="wrap each prompt in the tokenizer's chat template when it has one")
+    per_step: int = Field(4, ge=1, description="prompts per training step")
+    eval_count: int = Field(8, ge=0, description="fixed prompts sampled before and after training")
+
+    @model_validator(mode="after")
+    def one_source(self) -> PromptsConfig:
+        if (self.file is None) == (self.items is None):
+            raise ValueError("give exactly one of prompts.file or prompts.items")
+        return self
+
+
+class SamplingSection(Section):
+    max_new_tokens: int = Field(32, ge=1, description="completion length cap, in tokens")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature for sampling and the loss")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 disables")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 disables")
+    group_size: int = Field(4, ge=1, description="completions per prompt (G)")
+
+
+class KLConfig(KLBase):
+    estimator: Literal["k1", "k2", "k3", "exact"] = Field("k3", description="per-token KL estimator")
+    target: float | None = Field(None, gt=0, description="adaptive controller (Ziegler et al. 2019): steer "
+                                                        "coef so that kl/ref approaches this many nats")
+    horizon: int = Field(10000, ge=1, description="adaptive controller horizon, in samples")
+
+class TrainConfig(Section):
+    epochs: int = Field(1, ge=1, description="passes over each batch of samples (inner epochs)")
+    micro_batch_size: int = Field(16, ge=1, description="rows per forward/backward (gradient accumulation)")
+    clip_eps: float = Field(0.2, gt=0, description="ratio clip; only matters when epochs > 1")
+    loss_aggregation: Literal["seq_mean", "token_mean", "seq_sum"] = Field(
+        "seq_mean", description="how per-token losses are averaged")
+    baseline_momentum: float = Field(0.9, ge=0, lt=1, description="REINFORCE moving-average baseline")
+    scale_rewards: bool = Field(True, description="GRPO: divide by the group's reward std")
+    freeze: list[str] = Field(
+        default_factory=list, description="freeze parameters whose name contains any of these, e.g. "
+        "[embed_tokens]: the (tied) embeddings get a gradient on every vocabulary row through the "
+        "softmax, and Adam turns that noise into lr-sized steps on tokens never sampled")
+
+
+class ActorCriticConfig(Section):
+    """A2C and PPO: token-level GAE with a value head (Schulman et al. 2016, 2017; Ziegler et al. 2019)."""
+
+    gamma: float = Field(1.0, ge=0, le=1, description="discount over completion tokens")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE lambda")
+    value_coef: float = Field(0.5, ge=0, description="weight of the value loss")
+    value_clip: float | None = Field(0.2, gt=0, description="PPO value clipping; null disables")
+    entropy_coef: float = Field(0.0, ge=0, description="entropy bonus")
+    whiten_rewards: bool = Field(False, description="whiten sequence scores across the batch")
+    whiten_advantages: bool = Field(True, description="whiten advantages across the batch's tokens")
+    critic: Literal["shared", "separate"] = Field(
+        "shared", description="shared: value head on the policy's trunk; separate: a copy of the model")
+
+
+class DPGConfig(Section):
+    """Distributional policy gradient toward pi* = pi0 exp(r / beta) / Z, beta = kl.coef."""
+
+    constraint: bool = Field(False, description="target pi0(y) a(y) / Z instead, a(y) = reward in {0, 1}")
+    swap_proposal: bool = Field(True, description="replace the proposal q by pi when pi is closer to pi*")
+
+
+class BayesConfig(Section):
+    exact: bool = Field(False, description="enumerate all completions of the single prompt and log the "
+                                           "exact bayes/kl_to_optimum every step (toy spaces only)")
+    estimates: bool = Field(False, description="log importance-sampling estimates of log Z, KL(pi || pi*) "
+                                               "and the ESS from each batch")
+
+
+class Config(RunConfig):
+    """Fine-tuning an LM on prompts (``kind: lm``): ``model``, ``algorithm`` and ``steps`` are the essentials."""
+
+    kind: Literal["lm"] = Field("lm", description="the kind of run: lm (RL on prompts) or agent (an LM "
+                                                  "acting in a Gymnasium text environment)")
+    algorithm: Literal["reinforce", "rloo", "grpo", "a2c", "ppo", "dpg"] = Field(
+        "grpo", description="the RL algorithm")
+    steps: int = Field(100, ge=1, description="training steps")
+    prompts: PromptsConfig
+    sampling: SamplingSection = SamplingSection()
+    reward: RewardSpec | list[RewardSpec]
+    kl: KLConfig = KLConfig()
+    lora: LoraConfig | None = Field(None, description="LoRA adapter settings; null trains all weights")
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    actor_critic: ActorCriticConfig = ActorCriticConfig()
+    dpg: DPGConfig = DPGConfig()
+    bayes: BayesConfig = BayesConfig()
+    log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def consistent(self) -> Config:
+        if self.algorithm == "rloo" and self.sampling.group_size < 2:
+            raise ValueError("algorithm 'rloo' needs sampling.group_size >= 2 (it leaves one out)")
+        if self.algorithm == "grpo" and self.sampling.group_size < 2:
+            raise ValueError("algorithm 'grpo' needs sampling.group_size >= 2 (it normalises within groups)")
+        if self.algorithm == "dpg" and self.kl.coef <= 0 and not self.dpg.constraint:
+            raise ValueError("algorithm 'dpg' targets pi0 exp(r / beta): it needs kl.coef > 0 (beta)")
+        if self.bayes.exact and self.kl.coef <= 0:
+            raise ValueError("bayes.exact compares with pi* = pi0 exp(r / beta) / Z: it needs kl.coef > 0")
+        if self.kl.reference == "adapter" and self.lora is None:
+            raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
+        return self
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read YAML (or take a dict), apply ``key=value`` overrides, validate.
+
+    A file's relative ``prompts.file`` is resolved against the file's folder first.
+    """
+    data, base = read_config_data(source, overrides)
+    return lm_config_from_data(data, base)
+
+
+def lm_config_from_data(data: dict[str, Any], base: Path | None) -> Config:
+    """Validate the raw mapping of an LM run; ``base`` is the config file's folder."""
+    # The reward union gets its own messages ("unknown reward type 'x'; allowed types: ...").
+    reward = data.get("reward")
+    if isinstance(reward, list):
+        data["reward"] = [parse_reward_spec(item, f"reward[{i}]") for i, item in enumerate(reward)]
+    elif reward is not None:
+        data["reward"] = parse_reward_spec(reward)
+    config: Config = validate(Config, data)
+    if base is not None and config.prompts.file and not Path(config.prompts.file).is_absolute():
+        candidate = base / config.prompts.file
+        if candidate.exists():
+            config.prompts.file = str(candidate.resolve())
+    return config

@@ -1,0 +1,60 @@
+"""Evaluate a policy on a config's task: mean reward and KL to the config's model (the reference)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from langrl.config import Config, load_config
+from langrl.envs.prompts import build_prompts
+from langrl.lm.trainer import make_batch, rollout_prompts
+from langrl.models import Reference, load_lm
+from langrl.rewards import build_reward, score
+from langrl.rl.kl import sequence_kl
+from langrl.rollout import SamplingConfig
+from langrl.run import seeds
+
+
+def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_prompts: int = 16,
+                overrides: list[str] | tuple[str, ...] = (), samples_shown: int = 8) -> dict[str, Any]:
+    """Sample ``sampling.group_size`` completions for the first ``num_prompts`` prompts of the config with
+    ``model`` as the policy; score them with the config's reward and the KL to ``config.model``.
+
+    Returns ``reward/mean``, ``reward/std``, ``kl/ref`` (mean per-sequence KL, nats) and some samples.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    policy = load_lm(model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    reference_lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    reference = Reference(reference_lm.model, use_adapter=False, copy_weights=False)
+    prompts = build_prompts(cfg.prompts, policy.tokenizer, cfg.seed)
+    sampling = SamplingConfig(**cfg.sampling.model_dump())
+    reward = build_reward(cfg.reward)
+    device = next(policy.model.parameters()).device
+    generator = seeds.generator(cfg.seed, "evaluate", device=device)
+    indices = list(range(min(num_prompts, len(prompts.texts))))
+    rows: list[dict[str, Any]] = []
+    rewards_all: list[float] = []
+    kls: list[torch.Tensor] = []
+    for start in range(0, len(indices), cfg.prompts.per_step):
+        chunk = indices[start:start + cfg.prompts.per_step]
+        rollout, texts, completions = rollout_prompts(policy.model, policy.tokenizer, prompts, chunk,
+                                                      sampling, generator)
+        rewards = score(reward, texts, completions)
+        batch = make_batch(policy.model, reference, rollout, rewards, cfg.kl.estimator, sampling)
+        kls.append(sequence_kl(batch.kl_tokens, batch.completion_mask))
+        rewards_all += rewards
+        rows += [{"prompt": p, "completion": c, "reward": r} for p, c, r in zip(texts, completions, rewards,
+                                                                                strict=True)]
+    reward_t = torch.tensor(rewards_all)
+    return {
+        "model": model,
+        "reference": cfg.model,
+        "prompts": len(indices),
+        "completions": len(rewards_all),
+        "reward/mean": float(reward_t.mean()),
+        "reward/std": float(reward_t.std()) if len(reward_t) > 1 else 0.0,
+        "kl/ref": float(torch.cat(kls).mean()),
+        "samples": rows[:samples_shown],
+    }

@@ -1,0 +1,262 @@
+"""RL for LMs on prompts: config -> models -> rollout -> reward -> KL -> advantage -> update -> harness.
+
+Everything random is a function of (seed, stream, step) (`langrl.run.seeds`): the prompts of step s and
+its sampling generator are derived from them, so a run resumed from the checkpoint at step k reproduces
+the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from langrl.config import Config, load_config
+from langrl.envs.prompts import PromptSet, build_prompts, left_pad
+from langrl.envs.text.core import PromptTask
+from langrl.errors import ConfigError
+from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
+from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
+from langrl.models import Reference, apply_lora, load_lm, merged_lora
+from langrl.models.forward import completion_logits, token_logprobs
+from langrl.report.lm import summarise, write_report
+from langrl.rewards import RewardFn, build_reward
+from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
+from langrl.rollout import SamplingConfig, TokenRollout, sample
+from langrl.run import seeds
+from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
+from langrl.run.io import atomic_write_json, read_jsonl
+from langrl.run.logger import RunLogger
+from langrl.run.optim import build_optimizer, freeze, set_lr, trainable
+from langrl.run.runtime import reuse_freed_memory
+
+
+@dataclass
+class Run:
+    """The live objects of one training run."""
+
+    config: Config
+    policy: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    reference: Reference
+    optimizer: torch.optim.Optimizer
+    algorithm: Algorithm
+    task: PromptTask
+    sampling: SamplingConfig
+    monitor: ExactMonitor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.policy.parameters()).device
+
+
+def train(config: Config | dict[str, Any] | str | Path, output: str | Path | None = None,
+          resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+    """Train a policy on prompts as ``config`` (``kind: lm``) says; return the run folder and final metrics.
+
+    ``config`` is a :class:`Config`, a dict, or a YAML path. Without ``output`` the run goes to
+    ``runs/<config name>-<timestamp>``; with ``resume`` (and no ``output``) the newest such folder is
+    continued from its last checkpoint. `langrl.train` takes every kind of config.
+    """
+    cfg = config if isinstance(config, Config) else load_config(config, overrides)
+    run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
+    run = build_run(cfg)
+    harness = RunHarness(run_dir, cfg, cfg.log, Checkpointed(run.policy, run.tokenizer, run.optimizer,
+                                                             run.algorithm.modules()))
+    if resume:
+        run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
+    last: dict[str, float] = {}
+    with harness.session(total=cfg.steps, desc="train") as logger:
+        if run.monitor is not None:
+            atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
+        if harness.start == 0:
+            log_eval_samples(run, logger, "before", 0)
+        for step in range(harness.start + 1, cfg.steps + 1):
+            last, texts = train_step(run, step)
+            logger.log_metrics(step, last)
+            if step == 1 or step % cfg.log.sample_every == 0:
+                logger.log_samples(step, *texts)
+            if harness.due(step, cfg.steps):
+                harness.parts.modules = run.algorithm.modules()  # DPG swaps its proposal for a new module
+                harness.checkpoint(step, {"algorithm": run.algorithm.state_dict()})
+            harness.advance(reward=last["reward/mean"], kl=last["kl/ref"])
+        log_eval_samples(run, logger, "after", cfg.steps)
+    write_report(run_dir)
+    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
+    return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
+
+
+def build_run(cfg: Config) -> Run:
+    """Load the model, the reference, LoRA, the algorithm, optimizer, reward and prompts."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    if lm.model.device.type == "cpu":
+        reuse_freed_memory()
+    use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
+    # Built even when kl.coef = 0: kl/ref is always logged. Copies are taken before LoRA changes the model.
+    reference = Reference(lm.model, use_adapter=use_adapter)
+    separate_critic = cfg.algorithm in ("a2c", "ppo") and cfg.actor_critic.critic == "separate"
+    critic = copy.deepcopy(lm.model).train() if separate_critic else None
+    policy: PreTrainedModel = lm.model
+    if cfg.lora is not None:
+        policy = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+    freeze(policy, cfg.train.freeze)
+    policy.eval()
+    algorithm = build_algorithm(cfg, policy, critic)
+    optimizer = build_optimizer(trainable(policy, algorithm.modules()), cfg.optim)
+    reward = build_reward(cfg.reward)
+    prompts = build_prompts(cfg.prompts, lm.tokenizer, cfg.seed)
+    sampling = SamplingConfig(**cfg.sampling.model_dump())
+    return Run(config=cfg, policy=policy, tokenizer=lm.tokenizer, reference=reference, optimizer=optimizer,
+               algorithm=algorithm, task=PromptTask(prompts, reward), sampling=sampling,
+               monitor=exact_monitor(cfg, lm.tokenizer, prompts, reward) if cfg.bayes.exact else None)
+
+
+def exact_monitor(cfg: Config, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
+                  reward: RewardFn) -> ExactMonitor:
+    """The exact comparison with pi*: one prompt, fixed-length completions (a model without EOS)."""
+    if len(prompts.texts) != 1:
+        raise ConfigError(f"bayes.exact needs exactly one prompt, got {len(prompts.texts)}; "
+                          "use prompts.items with a single item")
+    if tokenizer.eos_token_id is not None:
+        raise ConfigError("bayes.exact needs completions of one fixed length: a model without an EOS token, "
+                          "such as model: toy")
+    return ExactMonitor(prompts.ids[0], prompts.texts[0], tokenizer, cfg.sampling.max_new_tokens, reward,
+                        cfg.sampling.temperature)
+
+
+def step_generator(run: Run, step: int) -> torch.Generator:
+    """The sampling RNG of ``step``: a pure function of (seed, step), so resumed runs draw the same."""
+    return seeds.generator(run.config.seed, "sampling", step, device=run.device)
+
+
+def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
+                    indices: list[int], sampling: SamplingConfig, generator: torch.Generator,
+                    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    ) -> tuple[TokenRollout, list[str], list[str]]:
+    """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions.
+
+    With LoRA the adapter is folded into the weights while sampling (decoding through it is ~2x slower).
+    """
+    device = next(policy.parameters()).device
+    ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
+    with merged_lora(policy) as snapshot:
+        rollout = sample(snapshot, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                         generator, value_head)
+    completions = decode_completions(tokenizer, rollout)
+    texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
+    return rollout, texts, completions
+
+
+def decode_completions(tokenizer: PreTrainedTokenizerBase, rollout: TokenRollout) -> list[str]:
+    """The text of each completion: its sampled tokens up to, not including, the EOS that ended it.
+
+    Padding is cut by the mask rather than by ``skip_special_tokens``, which would also delete tokens
+    that the model really wrote (e.g. the toy model's letter ``a``, which doubles as its pad token).
+    """
+    eos = tokenizer.eos_token_id
+    texts = []
+    for ids, length in zip(rollout.completion_ids.tolist(), rollout.completion_mask.sum(-1).tolist(),
+                           strict=True):
+        ids = ids[:int(length)]
+        if ids and ids[-1] == eos:
+            ids = ids[:-1]
+        texts.append(tokenizer.decode(ids))
+    return texts
+
+
+def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], list[str], list[float]]]:
+    """Sample, score, compute the KL to the reference, update. Returns metrics and (prompts, completions,
+    rewards) for logging."""
+    cfg = run.config
+    t0 = time.perf_counter()
+    rollout, prompts, completions = rollout_prompts(run.algorithm.behaviour(run.policy), run.tokenizer,
+                                                    run.task.prompts, run.task.for_step(step - 1),
+                                                    run.sampling, step_generator(run, step),
+                                                    run.algorithm.value_head)
+    t_sample = time.perf_counter()
+    rewards = run.task.score(prompts, completions)
+    t_reward = time.perf_counter()
+    batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling, step)
+    t_ref = time.perf_counter()
+    set_lr(run.optimizer, cfg.optim, step, cfg.steps)
+    update = run.algorithm.update(run.policy, run.optimizer, batch)
+    update.update(run.algorithm.after_update(batch))
+    t_end = time.perf_counter()
+    reward_t = batch.rewards
+    lengths = rollout.completion_mask.sum(-1).float()
+    metrics = {
+        "reward/mean": float(reward_t.mean()),
+        "reward/std": float(reward_t.std()) if len(reward_t) > 1 else 0.0,
+        "kl/ref": float(sequence_kl(batch.kl_tokens, batch.completion_mask).mean()),
+        **update,
+        "completion/length": float(lengths.mean()),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "time/step_s": t_end - t0,
+        "time/sample_s": t_sample - t0,
+        "time/reward_s": t_reward - t_sample,
+        "time/reference_s": t_ref - t_reward,
+        "time/update_s": t_end - t_ref,
+        "samples/per_s": len(reward_t) / (t_end - t0),
+        **bayes_metrics(run, batch),
+    }
+    return metrics, (prompts, completions, rewards)
+
+
+def bayes_metrics(run: Run, batch: Batch) -> dict[str, float]:
+    """``bayes/...``: exact comparison with pi* (toy tasks) and importance-sampling estimates."""
+    out: dict[str, float] = {}
+    beta = run.algorithm.kl_coef
+    if run.config.bayes.estimates and beta > 0:
+        mask = batch.completion_mask
+        out.update(sample_estimates((batch.old_logprobs * mask).sum(-1), (batch.ref_logprobs * mask).sum(-1),
+                                    batch.rewards, beta))
+    if run.monitor is not None:
+        out.update(run.monitor(run.policy, run.reference, beta))
+    return out
+
+
+def make_batch(policy: PreTrainedModel, reference: Reference, rollout: TokenRollout, rewards: list[float],
+               estimator: str, sampling: SamplingConfig, step: int = 0) -> Batch:
+    """Reference log-probs and per-token KL at sampling time, packed with the rollout."""
+    tc = rollout.completion_ids.size(1)
+    temperature = sampling.temperature
+    ref_logits = reference.logits(policy, rollout.input_ids, rollout.attention_mask, tc, temperature)
+    ref_logp = token_logprobs(ref_logits, rollout.completion_ids)
+    if estimator == "exact":
+        # The exact KL needs the policy's full distribution, which sampling did not keep: one no-grad pass.
+        with torch.inference_mode():
+            logits = completion_logits(policy, rollout.input_ids, rollout.attention_mask, tc, temperature)
+            kl_tokens = kl_exact(logits, ref_logits)
+    else:
+        kl_tokens = KL_ESTIMATORS[estimator](rollout.logprobs, ref_logp)
+    mask = rollout.completion_mask
+    return Batch(
+        input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+        completion_ids=rollout.completion_ids, completion_mask=mask,
+        old_logprobs=rollout.logprobs, ref_logprobs=ref_logp * mask,
+        rewards=torch.tensor(rewards, dtype=torch.float32, device=mask.device),
+        group_size=sampling.group_size, kl_tokens=kl_tokens * mask, step=step, values=rollout.values,
+        # clone: an inference-mode tensor cannot be saved for the backward of the exact KL loss.
+        ref_logits=ref_logits.clone() if estimator == "exact" else None,
+    )
+
+
+def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None:
+    """Sample the first ``prompts.eval_count`` prompts with a fixed seed, before or after training."""
+    count = min(run.config.prompts.eval_count, len(run.task.prompts.texts))
+    if count == 0:
+        return
+    sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": 1})
+    generator = seeds.generator(run.config.seed, "eval_samples", device=run.device)
+    _, prompts, completions = rollout_prompts(run.policy, run.tokenizer, run.task.prompts, list(range(count)),
+                                              sampling, generator)
+    logger.log_eval_samples(phase, step, prompts, completions, run.task.score(prompts, completions))

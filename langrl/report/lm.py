@@ -1,0 +1,236 @@
+"""The run report: ``report.png`` (learning curves) and ``report.md`` (summary, samples, config).
+
+The report is built only from files in the run folder (``metrics.jsonl``, ``eval_samples.jsonl``,
+``config.yaml``), so it can be regenerated at any time, for a finished run, a crashed one, or one copied
+from a cluster, with ``langrl report RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from langrl.errors import LangrlError
+from langrl.report.common import fenced, finite, md_cell, moving_average, sorted_rows
+from langrl.report.frontier import plot_frontier, reference_curves
+from langrl.run.io import atomic_write_bytes, atomic_write_text, read_jsonl
+
+__all__ = ["summarise", "write_report"]
+
+# How many steps the "first" and "last" reward averages cover: one step's reward is too noisy to compare.
+EDGE_STEPS = 10
+FIGSIZE = (16.0, 4.2)
+DPI = 110
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows where ``key`` holds a finite number; null/NaN points are skipped."""
+    steps, values = [], []
+    for r in rows:
+        v = r.get(key)
+        if finite(v):
+            steps.append(float(r["step"]))
+            values.append(float(v))
+    return steps, values
+
+
+def _mean(xs: Sequence[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def summarise(metrics: list[dict[str, Any]]) -> dict[str, float | int | None]:
+    """The headline numbers of a run, from its ``metrics.jsonl`` rows.
+
+    Keys:
+        steps: the number of distinct logged steps.
+        reward_first10 / reward_last10: mean of ``reward/mean`` over the first / last 10 steps that logged
+            it (fewer if the run is shorter, so both cover the whole of a run of at most 10 steps).
+        kl_final: the last ``kl/ref``.
+        step_s_median: median of ``time/step_s``; samples_per_s_median: median of ``samples/per_s``.
+            Medians, because the first steps include warm-up (allocation, kernel compilation).
+
+    A number is ``None`` when its key was never logged (or only as null/NaN).
+    """
+    rows = sorted_rows(metrics)
+    _, reward = _series(rows, "reward/mean")
+    _, kl = _series(rows, "kl/ref")
+    _, step_s = _series(rows, "time/step_s")
+    _, per_s = _series(rows, "samples/per_s")
+    return {
+        "steps": len({r["step"] for r in rows}),
+        "reward_first10": _mean(reward[:EDGE_STEPS]),
+        "reward_last10": _mean(reward[-EDGE_STEPS:]),
+        "kl_final": kl[-1] if kl else None,
+        "step_s_median": statistics.median(step_s) if step_s else None,
+        "samples_per_s_median": statistics.median(per_s) if per_s else None,
+    }
+
+
+def _empty(ax: Any, message: str) -> None:
+    """Say a metric is missing instead of drawing a blank 0..1 axis that looks like data."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", color="0.4", transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[list[float]]]) -> bytes:
+    """Render the three-panel figure (reward, KL, reward-vs-KL frontier) to PNG bytes.
+
+    Uses ``matplotlib.figure.Figure`` directly instead of pyplot: no GUI backend is touched and the global
+    backend of a user's notebook or script is left alone (``matplotlib.use("Agg")`` would switch it).
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    ax_r, ax_kl, ax_frontier = fig.subplots(1, 3)
+    plot_frontier(ax_frontier, list(rows), curves)
+    fig.suptitle(title)
+
+    steps, reward = _series(rows, "reward/mean")
+    if reward:
+        few = len(reward) <= 20  # markers, or a 1-step run would draw nothing visible
+        std = [r.get("reward/std") for r in rows if finite(r.get("reward/mean"))]
+        if any(finite(s) for s in std):
+            lo = [m - s if finite(s) else math.nan for m, s in zip(reward, std, strict=True)]
+            hi = [m + s if finite(s) else math.nan for m, s in zip(reward, std, strict=True)]
+            ax_r.fill_between(steps, lo, hi, color="tab:blue", alpha=0.15, linewidth=0, label="± reward/std")
+        ax_r.plot(
+            steps,
+            reward,
+            color="tab:blue",
+            alpha=0.55,
+            linewidth=1.0,
+            marker="o" if few else None,
+            markersize=4,
+            label="reward/mean",
+        )
+        window = min(25, len(reward) // 10)
+        if window >= 2:
+            ax_r.plot(
+                steps,
+                moving_average(reward, window),
+                color="tab:red",
+                linewidth=2.0,
+                label=f"moving average ({window} steps)",
+            )
+        ax_r.legend(loc="best", fontsize="small")
+    ax_r.set_title("Reward per step")
+    ax_r.set_xlabel("step")
+    ax_r.set_ylabel("reward (batch mean)")
+    ax_r.grid(True, alpha=0.3)
+
+    steps, kl = _series(rows, "kl/ref")
+    if kl:
+        ax_kl.plot(
+            steps, kl, color="tab:purple", linewidth=1.5, marker="o" if len(kl) <= 20 else None, markersize=4
+        )
+    ax_kl.set_title("KL(policy ‖ reference)")
+    ax_kl.set_xlabel("step")
+    ax_kl.set_ylabel("kl/ref (nats)")
+    ax_kl.grid(True, alpha=0.3)
+
+    for ax in (ax_r, ax_kl):
+        # Whole steps only; a 1-2 step run gets a margin of a step, or the locator falls back to "0.98".
+        lo, hi = ax.get_xlim()
+        if hi - lo < 2:
+            ax.set_xlim(round(lo) - 1, round(hi) + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not reward:
+        _empty(ax_r, "no reward/mean logged")
+    if not kl:
+        _empty(ax_kl, "no kl/ref logged")
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)
+    return buf.getvalue()
+
+
+def _fmt(x: float | int | None) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def _summary_table(summary: dict[str, float | int | None], n_reward: int) -> list[str]:
+    k = min(EDGE_STEPS, n_reward)
+    return [
+        "| metric | value |",
+        "|---|---|",
+        f"| steps | {_fmt(summary['steps'])} |",
+        f"| reward/mean, mean of first {k} steps | {_fmt(summary['reward_first10'])} |",
+        f"| reward/mean, mean of last {k} steps | {_fmt(summary['reward_last10'])} |",
+        f"| kl/ref, final | {_fmt(summary['kl_final'])} |",
+        f"| time/step_s, median | {_fmt(summary['step_s_median'])} |",
+        f"| samples/per_s, median | {_fmt(summary['samples_per_s_median'])} |",
+    ]
+
+
+def _before_after_table(eval_rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Pair "before" and "after" samples by prompt.
+
+    A prompt sampled several times pairs its k-th "before" with its k-th "after"; a side with fewer samples
+    leaves its cells empty. Prompts keep their first-seen order.
+    """
+    by_phase: dict[str, dict[str, list[dict[str, Any]]]] = {p: defaultdict(list) for p in ("before", "after")}
+    order: dict[str, None] = {}
+    for r in eval_rows:
+        phase = r.get("phase")
+        if phase in by_phase:
+            prompt = str(r.get("prompt", ""))
+            by_phase[phase][prompt].append(r)
+            order.setdefault(prompt, None)
+    if not order:
+        return ["_No before/after samples were logged._"]
+
+    def cells(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return " | "
+        reward = r.get("reward")
+        shown = _fmt(float(reward)) if finite(reward) else "n/a"
+        return f"{md_cell(str(r.get('completion', '')))} | {shown}"
+
+    lines = ["| prompt | before | reward | after | reward |", "|---|---|---|---|---|"]
+    for prompt in order:
+        before, after = by_phase["before"].get(prompt, []), by_phase["after"].get(prompt, [])
+        for i in range(max(len(before), len(after))):
+            b = before[i] if i < len(before) else None
+            a = after[i] if i < len(after) else None
+            lines.append(f"| {md_cell(prompt)} | {cells(b)} | {cells(a)} |")
+    return lines
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write ``report.png`` and ``report.md`` into ``run_dir`` and return the path of ``report.md``.
+
+    Reads ``metrics.jsonl`` (required), ``eval_samples.jsonl`` and ``config.yaml`` (both optional). Missing
+    metric keys show as "n/a" or an empty panel rather than failing, so any run that logged at least its
+    metrics file gets a report. Both files are written atomically.
+    """
+    run_dir = Path(run_dir)
+    metrics_path = run_dir / "metrics.jsonl"
+    if not metrics_path.exists():
+        raise LangrlError(f"{run_dir} has no metrics.jsonl; is it a langrl run folder?")
+    rows = sorted_rows(read_jsonl(metrics_path))
+    eval_rows = read_jsonl(run_dir / "eval_samples.jsonl", missing_ok=True)
+    config_path = run_dir / "config.yaml"
+    config = config_path.read_text(encoding="utf-8") if config_path.exists() else None
+
+    name = run_dir.resolve().name
+    atomic_write_bytes(run_dir / "report.png", _plot(rows, f"Run {name}", reference_curves(run_dir)))
+
+    summary = summarise(rows)
+    md = [f"# Run report: {name}", "", *_summary_table(summary, len(_series(rows, "reward/mean")[1]))]
+    md += ["", "![curves](report.png)", "", "## Before / after", "", *_before_after_table(eval_rows)]
+    md += ["", "## Config", ""]
+    md += fenced(config, "yaml") if config is not None else ["_No config.yaml in the run folder._"]
+    report = run_dir / "report.md"
+    atomic_write_text(report, "\n".join(md) + "\n")
+    return report
