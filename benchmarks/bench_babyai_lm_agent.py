@@ -30,10 +30,11 @@ import numpy as np
 import torch
 
 import langrl.envs.text  # noqa: F401  (registers langrl/BabyAI-*-Text-v0)
-from langrl.agents.episodes import action_names, bot_episodes, make_env
+from langrl.agents.episodes import bot_episodes
 from langrl.agents.imitation import demo_views
 from langrl.agents.lm_agent import build_policy, train_agent
 from langrl.config.agent import AgentConfig, load_agent_config
+from langrl.envs.text.core import action_names, make_env
 from langrl.models import load_lm
 from langrl.run.io import read_jsonl
 

@@ -17,3 +17,14 @@ def tiny():
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGRL_CACHE", str(tmp_path / "cache"))
+
+
+TIERS = ("maths", "smoke", "learning", "slow")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark each test with its tier, the folder it lives in: ``pytest -m maths`` runs tier 1 alone."""
+    for item in items:
+        tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))

@@ -28,7 +28,7 @@ without this step never left the one-action policy (see docs/agents.md).
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import Any, Literal, cast
 
 import torch
 from gymnasium import spaces
@@ -65,6 +65,10 @@ class RunningStandardize(nn.Module):
     The statistics are buffers named ``running_*``: saved with the policy, and copied from the online to
     the target network by SB3's DQN, which syncs buffers with that prefix (as for batch norm).
     """
+
+    running_mean: torch.Tensor  # buffers, registered in __init__
+    running_var: torch.Tensor
+    running_count: torch.Tensor
 
     def __init__(self, dim: int, eps: float = 1e-8, clip: float = 10.0):
         super().__init__()
@@ -115,7 +119,7 @@ def first_layers(backbone: nn.Module, n: int | None) -> nn.Module:
     view._modules = dict(backbone._modules)
     view._modules["layers"] = nn.ModuleList(list(blocks)[:n])
     view.config = copy.copy(backbone.config)
-    view.config.num_hidden_layers = n
+    cast(Any, view.config).num_hidden_layers = n  # a transformers config; nn.Module.__getattr__ types it Tensor
     return view
 
 
@@ -159,7 +163,8 @@ class LMEncoder(BaseFeaturesExtractor):
         elif finetune == "lora":
             from peft import LoraConfig, get_peft_model
 
-            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=lora_targets)
+            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft says int; floats work
+                                target_modules=lora_targets)
             self.backbone = get_peft_model(copy.deepcopy(backbone), config)
         else:
             raise ValueError(f"finetune = {finetune!r}; use 'frozen', 'full' or 'lora'")

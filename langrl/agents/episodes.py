@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import gymnasium as gym
 
@@ -18,7 +19,7 @@ def bot_episodes(make: Callable[[], gym.Env], seeds: Sequence[int]) -> list[Epis
     from minigrid.utils.baby_ai_bot import BabyAIBot
 
     env = make()
-    n_actions = int(env.action_space.n)
+    n_actions = int(cast(gym.spaces.Discrete, env.action_space).n)
     episodes = []
     for seed in seeds:
         obs, _ = env.reset(seed=seed)
@@ -34,7 +35,7 @@ def bot_episodes(make: Callable[[], gym.Env], seeds: Sequence[int]) -> list[Epis
             episode.rewards.append(float(reward))
             obs = nxt
             if terminated or truncated:
-                episode.success = bool(terminated and reward > 0)
+                episode.success = bool(terminated and cast(float, reward) > 0)
                 break
         if episode.success:
             episodes.append(episode)

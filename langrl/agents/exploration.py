@@ -10,6 +10,7 @@ Boltzmann policy.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 
@@ -64,7 +65,8 @@ def epsilon_greedy(values: np.ndarray, epsilon: float, rng: np.random.Generator,
     """
     v = np.atleast_2d(values)
     greedy = v.argmax(axis=-1)
-    explore = rng.random(v.shape[0]) < epsilon
+    # v.shape[0] is Any to numpy's stubs, which then pick random()'s scalar (size=None) overload
+    explore = cast(np.ndarray, rng.random(v.shape[0])) < epsilon
     if explore.any():
         prior = np.full_like(v, 1.0 / v.shape[-1], dtype=np.float64) if prior_logprobs is None \
             else np.exp(np.atleast_2d(prior_logprobs))

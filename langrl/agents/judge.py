@@ -12,7 +12,7 @@ i.e. P(yes) normalised over the yes/no tokens only (as in "LLM-as-a-judge" rewar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
@@ -77,8 +77,8 @@ class LMJudge:
         """The exact string the LM reads for one question."""
         if not self.chat:
             return text + "\nAnswer:"
-        return self.lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                     add_generation_prompt=True)
+        return cast(str, self.lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                               add_generation_prompt=True))  # str: tokenize=False
 
     @torch.no_grad()
     def forward_log_odds(self, rendered: list[str]) -> list[float]:

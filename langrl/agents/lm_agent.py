@@ -20,10 +20,11 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import torch
+from transformers import PreTrainedModel
 
 from langrl.agents.episodes import bot_episodes
 from langrl.agents.imitation import bc_eval_loss, behaviour_cloning, demo_views, lm_demonstrations
@@ -114,9 +115,9 @@ def evaluate_policy(policy: LMPolicy, make: Callable[[], gym.Env], cfg: AgentCon
                     episodes: int | None = None) -> dict[str, float]:
     """Success rate, mean return and length over ``eval.episodes`` held-out seeds (one episode each)."""
     n = cfg.eval.episodes if episodes is None else episodes
-    seeds = range(cfg.eval.seed_start, cfg.eval.seed_start + n)
+    held_out = range(cfg.eval.seed_start, cfg.eval.seed_start + n)
     generator = seeds.generator(cfg.seed, "agent_eval")
-    played = run_episodes(policy.chooser(cfg.eval.greedy, generator), make, seeds, policy.actions,
+    played = run_episodes(policy.chooser(cfg.eval.greedy, generator), make, held_out, policy.actions,
                           policy.window, cfg.eval.parallel)
     return summarise_episodes(played)
 
@@ -124,16 +125,16 @@ def evaluate_policy(policy: LMPolicy, make: Callable[[], gym.Env], cfg: AgentCon
 def demonstrations(cfg: AgentConfig, policy: LMPolicy, make: Callable[[], gym.Env]) -> list[Episode]:
     """Successful demonstration episodes from the configured source (the bot or an LM proposer)."""
     im = cfg.imitation
-    seeds = range(im.seed_start, im.seed_start + im.episodes)
+    demo_seeds = range(im.seed_start, im.seed_start + im.episodes)
     if im.source == "bot":
-        return bot_episodes(make, seeds)
+        return bot_episodes(make, demo_seeds)
     proposer = policy
     if im.proposer is not None or im.proposer_template is not None:
         lm = load_lm(im.proposer or cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
         template = im.proposer_template or cfg.policy.template
         proposer = LMPolicy(lm, policy.actions, policy.window, template, cfg.policy.chat, cfg.policy.sep)
     generator = seeds.generator(cfg.seed, "demos")
-    return lm_demonstrations(proposer, make, seeds, im.proposer_greedy, generator, cfg.eval.parallel)
+    return lm_demonstrations(proposer, make, demo_seeds, im.proposer_greedy, generator, cfg.eval.parallel)
 
 
 def reference_scorer(policy: LMPolicy, reference: Reference) -> ReferenceScorer:
@@ -141,7 +142,7 @@ def reference_scorer(policy: LMPolicy, reference: Reference) -> ReferenceScorer:
     with its LoRA adapter switched off)."""
 
     @torch.no_grad()
-    def scores(prompts: list[list[int]]) -> torch.Tensor:
+    def scores(prompts: Sequence[Sequence[int]]) -> torch.Tensor:
         with reference.model(policy.model) as model:
             return score_actions(model, prompts, policy.prior.action_ids, policy.pad_id).scores
 
@@ -170,8 +171,8 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
     use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
     reference = Reference(lm.model, use_adapter=use_adapter) if cfg.kl.coef > 0 else None
     if cfg.lora is not None:
-        lm = LM(apply_lora(lm.model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules),
-                lm.tokenizer, lm.name)
+        peft = apply_lora(lm.model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        lm = LM(cast(PreTrainedModel, peft), lm.tokenizer, lm.name)  # a PeftModel forwards as the model
     freeze(lm.model, cfg.policy.freeze, "policy.freeze")
     policy = build_policy(cfg, lm, actions).eval()
     optimizer = build_optimizer(trainable(policy), cfg.optim)

@@ -12,7 +12,7 @@ values are computed once and reused, so a call runs the model over the observati
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,8 +96,8 @@ class LMActionPrior:
         text = self.template.format(observation=observation, actions=", ".join(self.actions))
         if not self.chat:
             return text
-        return self.lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                     add_generation_prompt=True)
+        return cast(str, self.lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                               add_generation_prompt=True))  # str: tokenize=False
 
     def prompt_ids(self, observation: str) -> list[int]:
         """The token ids of the prompt for one observation."""

@@ -15,7 +15,7 @@ Both take an `ActionPrior` and an `ObservationDecoder` that turns observations b
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -121,7 +121,9 @@ class PriorActorCriticPolicy(ActorCriticPolicy):
         return torch.as_tensor(self.prior.logprobs(texts), dtype=torch.float32, device=obs.device)
 
     def distribution(self, latent_pi: torch.Tensor, obs: torch.Tensor) -> Distribution:
-        logits = boltzmann_mix(self.action_net(latent_pi), self.prior_logprobs(obs), self.prior_weight)
+        # boltzmann_mix is annotated for numpy but is plain arithmetic: tensors work as well
+        logits = boltzmann_mix(self.action_net(latent_pi), self.prior_logprobs(obs),  # type: ignore[arg-type]
+                               self.prior_weight)
         return self.action_dist.proba_distribution(action_logits=logits)
 
     def latents(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,15 +138,16 @@ class PriorActorCriticPolicy(ActorCriticPolicy):
         latent_pi, latent_vf = self.latents(obs)
         distribution = self.distribution(latent_pi, obs)
         actions = distribution.get_actions(deterministic=deterministic)
-        return actions.reshape((-1, *self.action_space.shape)), self.value_net(latent_vf), \
+        shape = cast(tuple[int, ...], self.action_space.shape)  # Discrete: (), never None
+        return actions.reshape((-1, *shape)), self.value_net(latent_vf), \
             distribution.log_prob(actions)
 
-    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor,
+    def evaluate_actions(self, obs: torch.Tensor, actions: torch.Tensor,  # type: ignore[override]  # no dict obs
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         latent_pi, latent_vf = self.latents(obs)
         distribution = self.distribution(latent_pi, obs)
         return self.value_net(latent_vf), distribution.log_prob(actions), distribution.entropy()
 
-    def get_distribution(self, obs: torch.Tensor) -> Distribution:
+    def get_distribution(self, obs: torch.Tensor) -> Distribution:  # type: ignore[override]  # no dict observations
         features = super(ActorCriticPolicy, self).extract_features(obs, self.pi_features_extractor)
         return self.distribution(self.mlp_extractor.forward_actor(features), obs)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import cast
 
 import torch
-from transformers import PreTrainedTokenizerBase
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 from langrl.config import PromptsConfig
 from langrl.errors import ConfigError
@@ -47,8 +48,9 @@ def encode(texts: list[str], tokenizer: PreTrainedTokenizerBase, chat: bool) -> 
     """Token ids of each prompt, wrapped in the chat template when asked and available."""
     if chat and tokenizer.chat_template:
         return [
-            list(tokenizer.apply_chat_template([{"role": "user", "content": t}], add_generation_prompt=True,
-                                               tokenize=True, return_dict=True)["input_ids"])
+            list(cast(BatchEncoding, tokenizer.apply_chat_template(  # return_dict=True: a BatchEncoding
+                [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=True, return_dict=True,
+            ))["input_ids"])
             for t in texts
         ]
     return [tokenizer(t)["input_ids"] for t in texts]

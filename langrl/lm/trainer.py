@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -107,7 +107,8 @@ def build_run(cfg: Config) -> Run:
     critic = copy.deepcopy(lm.model).train() if separate_critic else None
     policy: PreTrainedModel = lm.model
     if cfg.lora is not None:
-        policy = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        peft = apply_lora(policy, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules)
+        policy = cast(PreTrainedModel, peft)  # a PeftModel forwards as the model it wraps
     freeze(policy, cfg.train.freeze)
     policy.eval()
     algorithm = build_algorithm(cfg, policy, critic)
@@ -169,7 +170,7 @@ def decode_completions(tokenizer: PreTrainedTokenizerBase, rollout: TokenRollout
         ids = ids[:int(length)]
         if ids and ids[-1] == eos:
             ids = ids[:-1]
-        texts.append(tokenizer.decode(ids))
+        texts.append(cast(str, tokenizer.decode(ids)))
     return texts
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -106,7 +108,7 @@ def tied_input_embeddings(model: PreTrainedModel, ids: torch.Tensor) -> torch.Te
     gradient, untied, frozen, or an embedding other than a plain ``nn.Embedding``.
     """
     emb, head = model.get_input_embeddings(), model.get_output_embeddings()
-    weight = emb.weight
+    weight = cast(torch.Tensor, emb.weight)
     if not (torch.is_grad_enabled() and weight.requires_grad and type(emb) is nn.Embedding
             and head is not None and head.weight is weight
             and emb.max_norm is None and not emb.scale_grad_by_freq and not emb.sparse):

@@ -66,7 +66,7 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
     torch_dtype = resolve_dtype(dtype, dev)
     if name in IN_PROCESS:
         lm = in_process_model(name, seed)
-        lm.model.to(device=dev, dtype=torch_dtype)
+        lm.model.to(device=dev, dtype=torch_dtype)  # type: ignore[call-arg]  # transformers' @wraps'd .to()
         return lm
     folder = locate(name)
     if (Path(folder) / "adapter_config.json").exists():
@@ -81,7 +81,7 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
             f"or one of the embedded models: {', '.join(EMBEDDED)}"
         ) from e
     prepare_tokenizer(tokenizer)
-    model.to(dev)
+    model.to(dev)  # type: ignore[arg-type]  # transformers' @wraps(nn.Module.to) hides the bound signature
     return LM(model=model, tokenizer=tokenizer, name=name)
 
 

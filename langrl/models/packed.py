@@ -63,7 +63,7 @@ def packed_linears(model: nn.Module) -> Iterator[nn.Module]:
     layers = [m for m in model.modules() if type(m) is nn.Linear] if can_pack(model) else []
     with torch.no_grad():
         for layer in layers:
-            layer.forward = PackedForward(layer)
+            layer.forward = PackedForward(layer)  # type: ignore[method-assign, assignment]  # per-instance override
     try:
         yield model
     finally:

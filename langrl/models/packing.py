@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -79,8 +80,9 @@ def token_pair_ratio(model: nn.Module) -> float:
     hidden, layers = getattr(config, "hidden_size", None), getattr(config, "num_hidden_layers", None)
     if not hidden or not layers:
         return math.inf
-    embeddings = {id(m.weight): m.weight.numel() for m in (model.get_input_embeddings(),
-                                                          model.get_output_embeddings()) if m is not None}
+    lm: Any = model  # a transformers model: nn.Module types its methods as Tensor | Module
+    embeddings = {id(m.weight): m.weight.numel() for m in (lm.get_input_embeddings(),
+                                                          lm.get_output_embeddings()) if m is not None}
     decoder = sum(p.numel() for p in model.parameters()) - sum(embeddings.values())
     return decoder / (2 * hidden * layers)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import cast
 
 import torch
 from peft import LoraConfig as PeftLoraConfig
@@ -22,8 +23,8 @@ from langrl.models.forward import completion_logits
 def apply_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float,
                target_modules: list[str] | str) -> PeftModel:
     """Wrap ``model`` with a LoRA adapter (Hu et al. 2021); only the adapter trains."""
-    config = PeftLoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                            task_type="CAUSAL_LM")
+    config = PeftLoraConfig(r=r, lora_alpha=alpha,  # type: ignore[arg-type]  # peft types it int; floats work
+                            lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
     return get_peft_model(model, config)
 
 
@@ -42,12 +43,13 @@ def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
     cost the adapted weights' size while sampling. Without LoRA, or with adapters this does not know how
     to fold (DoRA, LoRA bias, non-linear layers), ``model`` is returned as it is.
     """
-    layers = [m for m in model.modules() if hasattr(m, "lora_A")] if isinstance(model, PeftModel) else []
+    layers: list[torch.nn.Module] = \
+        [m for m in model.modules() if hasattr(m, "lora_A")] if isinstance(model, PeftModel) else []
     if not layers or not all(foldable(m) for m in layers):
         yield model
         return
     wrapped = {id(m) for m in layers}
-    slots = [(parent, name, child) for parent in model.modules()
+    slots = [(parent, name, cast(LoraLinear, child)) for parent in model.modules()  # all foldable
              for name, child in parent.named_children() if id(child) in wrapped]
     originals = []
     with torch.no_grad():
@@ -67,15 +69,15 @@ def merged_lora(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
 
 def folded_weight(layer: LoraLinear) -> torch.Tensor:
     """``W + scale * B @ A`` summed over the active adapters, in one ``addmm`` pass per adapter."""
-    weight = layer.get_base_layer().weight
+    weight = cast(torch.Tensor, layer.get_base_layer().weight)
     for name in layer.active_adapters:
         if name not in layer.lora_A:
             continue
         if layer.fan_in_fan_out or weight.device.type == "cpu" and weight.dtype != torch.float32:
             weight = weight + layer.get_delta_weight(name)  # transposed layout / CPU half precision
         else:
-            weight = torch.addmm(weight, layer.lora_B[name].weight, layer.lora_A[name].weight,
-                                 alpha=layer.scaling[name])
+            weight = torch.addmm(weight, cast(torch.Tensor, layer.lora_B[name].weight),
+                                 cast(torch.Tensor, layer.lora_A[name].weight), alpha=layer.scaling[name])
     return weight
 
 
@@ -107,7 +109,7 @@ class Reference:
         if self.frozen is not None:
             yield self.frozen
             return
-        switch_off = policy.disable_adapter() if self.use_adapter else nullcontext()
+        switch_off = cast(PeftModel, policy).disable_adapter() if self.use_adapter else nullcontext()
         with switch_off:
             yield policy
 

@@ -17,10 +17,10 @@ PHASES = (("prior", "zero-shot prior (pretrained LM)"), ("cloned", "after behavi
           ("eval", "after PPO"))
 
 
-def phase_results(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def phase_results(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """``{"prior" | "cloned" | "eval": {"success_rate", "mean_return", "episodes", "env_steps"}}``, the last
     evaluation of each phase that was logged."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, dict[str, float | None]] = {}
     for row in rows:
         for phase, _ in PHASES:
             if finite(row.get(f"{phase}/success_rate")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import gymnasium as gym
 
@@ -68,7 +69,7 @@ def run_episodes(choose: Chooser, make: Callable[[], gym.Env], seeds: Sequence[i
             if past.maxlen:
                 past.append((obs, actions[action]))
             if terminated or truncated:
-                episode.success = bool(terminated and reward > 0)
+                episode.success = bool(terminated and cast(float, reward) > 0)
                 done.append(episode)
                 start(i)
             else:

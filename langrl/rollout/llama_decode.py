@@ -19,6 +19,7 @@ Results agree with the model's forward to float rounding (other summation orders
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from peft import PeftModel
@@ -101,11 +102,12 @@ class LlamaDecoder:
 
     @staticmethod
     def block(layer: nn.Module) -> Block:
-        attn, mlp = layer.self_attn, layer.mlp
+        attn: Any = layer.self_attn  # nn.Module.__getattr__ is typed Tensor | Module
+        mlp: Any = layer.mlp
         qkv = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
         gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-        return Block(layer.input_layernorm, layer.post_attention_layernorm, pack(qkv),
-                     pack(attn.o_proj.weight), pack(gate_up), pack(mlp.down_proj.weight))
+        return Block(cast(nn.Module, layer.input_layernorm), cast(nn.Module, layer.post_attention_layernorm),
+                     pack(qkv), pack(attn.o_proj.weight), pack(gate_up), pack(mlp.down_proj.weight))
 
     def step(self, token: torch.Tensor, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed one token per sequence (B,) at ``position`` (B, 1); return the next-token logits (B, V)
@@ -139,4 +141,4 @@ class LlamaDecoder:
 def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     """``LlamaRMSNorm`` as one ``F.rms_norm`` call: the same maths as the module's 7 small operations,
     ~27 vs ~39 us for 8 rows of SmolLM2 on CPU (torch's CPU kernel is itself composite)."""
-    return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
+    return F.rms_norm(x, x.shape[-1:], cast(torch.Tensor, norm.weight), cast(float, norm.variance_epsilon))

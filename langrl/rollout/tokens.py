@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -114,7 +115,8 @@ def sample(
         fields = sample_tensors(model, prompt_ids, prompt_mask, config, eos_token_id, pad_token_id,
                                 generator, value_head, lean)
     # Inference tensors cannot be saved for backward; these small copies can (the update gathers with them).
-    return TokenRollout(*(None if t is None else t.clone() for t in fields))
+    # Only the last field (values) may be None, and it takes None.
+    return TokenRollout(*cast(Any, (None if t is None else t.clone() for t in fields)))
 
 
 def sample_tensors(
@@ -159,7 +161,7 @@ def sample_tensors(
         logps.append(token_logprobs(scaled, token))
         alive.append(~done)
         if value_head is not None:
-            values.append(value_head(state))
+            values.append(value_head(cast(torch.Tensor, state)))  # a state is kept whenever value_head is given
         done = done | torch.isin(token, eos)
         if bool(done.all()):
             break

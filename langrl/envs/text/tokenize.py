@@ -9,7 +9,7 @@ padding (they never attend to the pads after them). The text stays in ``info["te
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
@@ -33,7 +33,7 @@ def decode_ids(tokenizer: PreTrainedTokenizerBase, ids: np.ndarray) -> list[str]
     texts = []
     for row in rows:
         n = len(row) - int(np.argmax(row[::-1] != pad)) if (row != pad).any() else 0
-        texts.append(tokenizer.decode(row[:n].tolist(), skip_special_tokens=False))
+        texts.append(cast(str, tokenizer.decode(row[:n].tolist(), skip_special_tokens=False)))  # one sequence: str
     return texts
 
 

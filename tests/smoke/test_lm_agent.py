@@ -271,7 +271,7 @@ def test_agent_config_errors_name_the_field():
 def test_shipped_config_is_an_agent_config():
     from pathlib import Path
 
-    path = Path(__file__).parent.parent / "configs" / "babyai_goto.yaml"
+    path = Path(__file__).parents[2] / "configs" / "babyai_goto.yaml"
     assert config_kind(read_config_data(path)[0]) == "agent"
     cfg = load_agent_config(path)
     assert cfg.imitation.source == "bot" and cfg.env.id == BABYAI and cfg.updates >= 1
