@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -23,14 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", help="run folder (default: runs/<config name>-<timestamp>)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the "
                                                              "run folder (default: the newest run)")
+    train.add_argument("--allow-config-change", action="store_true",
+                       help="with --resume: accept --set overrides that change the run's saved config beyond "
+                            "what is safe mid-run (the change and its step are recorded in config_changes.jsonl)")
 
     gen = sub.add_parser("generate", help="sample completions from a model")
     gen.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, hub id or folder")
     gen.add_argument("--prompt", required=True, action="append", help="prompt text (repeatable)")
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=0.7)
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=int, default=64, help="completion length cap, >= 1")
+    gen.add_argument("--temperature", type=float, default=0.7, help="softmax temperature, >= 0; 0: greedy")
+    gen.add_argument("--top-p", type=float, default=1.0, help="nucleus mass in [0, 1]; 1 disables it")
+    gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 disables it")
     gen.add_argument("--n", type=int, default=1, help="completions per prompt")
     gen.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
     gen.add_argument("--seed", type=int, default=0)
@@ -50,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(format="langrl: %(levelname)s: %(message)s", level=logging.WARNING)
     quiet_library_progress_bars()
     try:
         return COMMANDS[args.command](args)
@@ -72,7 +77,8 @@ def quiet_library_progress_bars() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from langrl.api import train
 
-    result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides)
+    result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides,
+                   allow_config_change=args.allow_config_change)
     s = result.summary
     print(f"\nrun folder: {result.run_dir}")
     if "phases" in s:  # an agent run
@@ -94,17 +100,46 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from langrl.models import load_lm
     from langrl.rollout import SamplingConfig
 
+    check_generate_args(args)
     lm = load_lm(args.model)
-    prompts = PromptSet(texts=args.prompt, ids=encode(args.prompt, lm.tokenizer, not args.no_chat),
-                        per_step=len(args.prompt), seed=args.seed)
-    sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_p=args.top_p, top_k=args.top_k, group_size=args.n)
+    ids = encode(args.prompt, lm.tokenizer, not args.no_chat)
+    if not all(ids):
+        from langrl.errors import ConfigError
+
+        empty = args.prompt[[len(row) for row in ids].index(0)]
+        hint = " (or drop --no-chat: the chat template adds tokens)" if args.no_chat else ""
+        raise ConfigError(f"--prompt {empty!r} encodes to no tokens; give some text{hint}")
+    prompts = PromptSet(texts=args.prompt, ids=ids, per_step=len(args.prompt), seed=args.seed)
+    if args.temperature == 0:  # greedy: keep only the most likely token (top-k 1) and sample from it
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=1,
+                                  group_size=args.n)
+    else:
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                  top_p=args.top_p, top_k=args.top_k, group_size=args.n)
     generator = torch.Generator(device=next(lm.model.parameters()).device).manual_seed(args.seed)
     _, texts, completions = rollout_prompts(lm.model, lm.tokenizer, prompts, list(range(len(args.prompt))),
                                             sampling, generator)
     for text, completion in zip(texts, completions, strict=True):
         print(json.dumps({"prompt": text, "completion": completion}, ensure_ascii=False))
     return 0
+
+
+def check_generate_args(args: argparse.Namespace) -> None:
+    """One clear error for a sampling flag that cannot work, before the model is loaded."""
+    from langrl.errors import ConfigError
+
+    if args.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens = {args.max_new_tokens}: must be at least 1")
+    if args.n < 1:
+        raise ConfigError(f"--n = {args.n}: completions per prompt must be at least 1")
+    if not args.temperature >= 0 or args.temperature == float("inf"):
+        raise ConfigError(f"--temperature = {args.temperature}: must be a finite number >= 0 "
+                          f"(0 is greedy decoding, 1 samples from the model's distribution)")
+    if not 0 <= args.top_p <= 1:
+        raise ConfigError(f"--top-p = {args.top_p}: must be in [0, 1] (1 disables the nucleus filter, "
+                          f"0 keeps only the most likely token)")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k = {args.top_k}: must be >= 0 (0 disables the top-k filter)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -11,3 +11,12 @@ class ConfigError(LangrlError, ValueError):
 
 class RewardError(LangrlError, RuntimeError):
     """A reward function raised or returned a non-finite value."""
+
+
+class NonFiniteError(LangrlError, FloatingPointError):
+    """A loss, gradient, reward, metric or weight became NaN or infinite. The message names the step and
+    the quantity; nothing of that step was checkpointed."""
+
+
+class CheckpointError(LangrlError):
+    """A checkpoint file is missing, corrupt or holds non-finite weights. The message names the file."""

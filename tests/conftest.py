@@ -14,6 +14,34 @@ def tiny():
     return tiny_lm(seed=0)
 
 
+def tiny_lm_config(**extra):
+    """A 3-step GRPO run of the tiny model on four prompts; ``a__b=v`` sets ``config["a"]["b"] = v``."""
+    config = {
+        "model": "tiny",
+        "algorithm": "grpo",
+        "steps": 3,
+        "prompts": {"items": ["hello", "world", "abc", "xyz"], "template": "Say {item}", "per_step": 2,
+                    "eval_count": 2},
+        "sampling": {"max_new_tokens": 8, "group_size": 3},
+        "reward": {"type": "length", "target": 4, "unit": "chars"},
+        "optim": {"lr": 1e-3},
+        "log": {"checkpoint_every": 2, "progress": False, "tensorboard": False},
+    }
+    for key, value in extra.items():
+        node = config
+        *parents, leaf = key.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return config
+
+
+@pytest.fixture
+def lm_config():
+    """The builder of tiny LM run configs (:func:`tiny_lm_config`)."""
+    return tiny_lm_config
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGRL_CACHE", str(tmp_path / "cache"))

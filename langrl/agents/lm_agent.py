@@ -17,6 +17,7 @@ resumed run continues their episodes) and logging are `langrl.run.harness`'s.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +33,7 @@ from langrl.agents.lm_policy import LMPolicy
 from langrl.agents.scoring import score_actions
 from langrl.config.agent import AgentConfig, PPOSection, load_agent_config
 from langrl.envs.text.core import action_names, make_env
+from langrl.errors import NonFiniteError
 from langrl.models import LM, Reference, apply_lora, load_lm
 from langrl.report.agent import summarise_agent, write_agent_report
 from langrl.rl.kl import kl_exact
@@ -44,6 +46,8 @@ from langrl.run.checkpoint import list_checkpoints
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, minibatch_epochs, set_lr, trainable
+
+log = logging.getLogger("langrl")
 
 # ---------------------------------------------------------------------------------------------- update
 
@@ -152,7 +156,8 @@ def reference_scorer(policy: LMPolicy, reference: Reference) -> ReferenceScorer:
 # ---------------------------------------------------------------------------------------------- train
 
 def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str | Path | None = None,
-                resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+                resume: bool = False, overrides: list[str] | tuple[str, ...] = (),
+                allow_config_change: bool = False) -> TrainResult:
     """Train an LM agent as ``config`` (``kind: agent``) says: zero-shot evaluation, cloning, PPO,
     evaluation, report.
 
@@ -177,15 +182,15 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
     policy = build_policy(cfg, lm, actions).eval()
     optimizer = build_optimizer(trainable(policy), cfg.optim)
     envs = start_envs(make, cfg.env.num_envs, policy.window, seeds.derive_seed(cfg.seed, "envs"))
-    harness = RunHarness(run_dir, cfg, cfg.log, Checkpointed(
-        policy.model, lm.tokenizer, optimizer, {"value_head": policy.head}, {"envs": envs}))
-    state = harness.restore() if resume else {}
-    with harness.session(total=cfg.updates, desc="ppo") as logger:
-        if not state:
-            start_phase(cfg, policy, make, logger)
-            harness.checkpoint(0, {"env_steps": 0, "elapsed_s": 0.0, "phase": "start"})
-        last = ppo_phase(cfg, policy, optimizer, reference, make, logger, harness, state)
-    harness.parts.objects["envs"].envs.close()
+    parts = Checkpointed(policy.model, lm.tokenizer, optimizer, {"value_head": policy.head}, {"envs": envs})
+    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change) as harness:
+        state = harness.restore() if resume else {}
+        with harness.session(total=cfg.updates, desc="ppo") as logger:
+            if not state:
+                start_phase(cfg, policy, make, logger)
+                harness.checkpoint(0, {"env_steps": 0, "elapsed_s": 0.0, "phase": "start"})
+            last = ppo_phase(cfg, policy, optimizer, reference, make, logger, harness, state)
+    parts.objects["envs"].envs.close()
     write_agent_report(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summarise_agent(run_dir))
 
@@ -248,7 +253,11 @@ def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimiz
         t0 = time.perf_counter()
         rollout = collect_steps(policy, envs, ppo.n_steps, ppo.gamma, generator, scorer, reward_coef)
         t1 = time.perf_counter()
-        metrics = ppo_update(policy, optimizer, rollout, ppo, generator, loss_coef, cfg.optim.max_grad_norm)
+        try:
+            metrics = ppo_update(policy, optimizer, rollout, ppo, generator, loss_coef, cfg.optim.max_grad_norm)
+        except NonFiniteError as e:
+            raise NonFiniteError(f"update {update}: {e}; nothing of this update was logged or checkpointed (the "
+                                 f"last checkpoint is intact): lower optim.lr") from None
         t2 = time.perf_counter()
         env_steps += rollout.actions.numel()
         last = {"env/steps": env_steps, **rollout_metrics(rollout), **metrics,
@@ -257,7 +266,7 @@ def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimiz
                 "time/env_step_s": (t1 - t0) / rollout.actions.numel(), "time/elapsed_s": t2 - clock}
         if cfg.eval.episodes and ((cfg.eval.every and update % cfg.eval.every == 0) or update == updates):
             last.update(prefixed("eval", evaluate_policy(policy, make, cfg)))
-        logger.log_metrics(update, last)
+        harness.log(logger, update, last)
         if harness.due(update, updates):
             harness.checkpoint(update, {"env_steps": env_steps, "elapsed_s": time.perf_counter() - clock,
                                         "phase": "ppo"})
@@ -287,13 +296,29 @@ def resolve_policy_path(model: str) -> str:
     return str(checkpoints[-1]) if checkpoints else model
 
 
+def trained_config(path: str, cfg: AgentConfig) -> AgentConfig:
+    """The config the checkpoint at ``path`` was trained with (its run's ``config.yaml``) with ``cfg``'s
+    ``eval`` section: a policy is evaluated seeing what it saw in training (window, template,
+    environment). Anything else (a model name) keeps ``cfg``."""
+    run_dir = Path(path).parent.parent  # checkpoints/step-N inside a run folder
+    saved = run_dir / "config.yaml"
+    if not (Path(path).is_dir() and saved.is_file()):
+        return cfg
+    trained = load_agent_config(saved)
+    differs = [name for name in ("env", "policy") if getattr(trained, name) != getattr(cfg, name)]
+    if differs:
+        log.warning("evaluating with the %s section(s) the run was trained with (%s), not the given config's",
+                    " and ".join(differs), saved)
+    return trained.model_copy(update={"eval": cfg.eval})
+
+
 def evaluate_agent(config: AgentConfig | dict[str, Any] | str | Path, model: str, episodes: int | None = None,
                    overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
     """Success rate and mean return of ``model`` (a run folder, checkpoint or model name) as the policy of
     the config's environment, over ``episodes`` (default ``eval.episodes``) held-out seeds."""
-    cfg = load_agent_config(config, overrides)
-    make = functools.partial(make_env, cfg.env.id, cfg.env.kwargs, cfg.env.max_episode_steps)
     path = resolve_policy_path(model)
+    cfg = trained_config(path, load_agent_config(config, overrides))
+    make = functools.partial(make_env, cfg.env.id, cfg.env.kwargs, cfg.env.max_episode_steps)
     policy = build_policy(cfg, load_lm(path, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed),
                           action_names(make(), cfg.seed)).eval()
     t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from langrl.config.base import (
     format_errors,
     read_config_data,
     set_override,
+    show,
 )
 from langrl.config.lm import (
     ActorCriticConfig,
@@ -51,8 +52,8 @@ KINDS: dict[str, Callable[[dict[str, Any], Path | None], Any]] = {
 def config_kind(data: dict[str, Any]) -> str:
     """The kind of run a raw config mapping describes: its ``kind``, else inferred (see the module doc)."""
     kind = data.get("kind", "agent" if "env" in data else "lm")
-    if kind not in KINDS:
-        raise ConfigError(f"kind = {kind!r}: unknown kind of run; allowed: {', '.join(KINDS)}")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"kind = {show(kind)}: unknown kind of run; allowed: {', '.join(KINDS)}")
     return str(kind)
 
 

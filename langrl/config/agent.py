@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from langrl.config.base import (
+    MAX_LR,
     KLBase,
     LogConfig,
     LoraConfig,
@@ -59,10 +60,11 @@ class ImitationSection(Section):
         "none", description="none: start PPO from the pretrained LM (the zero-shot prior); bot: clone "
         "minigrid's BabyAIBot; lm: clone the successful episodes of an LM proposer")
     episodes: int = Field(100, ge=1, description="demonstration episodes to collect (lm: attempts)")
-    seed_start: int = Field(100_000, description="demonstration seeds are seed_start, seed_start + 1, ...")
+    seed_start: int = Field(100_000, ge=0, description="demonstration seeds are seed_start, seed_start + 1, "
+                            "...")
     epochs: int = Field(2, ge=1, description="passes over the demonstrations")
     batch_size: int = Field(16, ge=1, description="demonstration steps per optimizer step")
-    lr: float = Field(1e-4, gt=0, description="AdamW learning rate of cloning")
+    lr: float = Field(1e-4, gt=0, le=MAX_LR, description=f"AdamW learning rate of cloning, at most {MAX_LR}")
     proposer: str | None = Field(None, description="lm: the model proposing actions (default: model)")
     proposer_template: str | None = Field(None, description="lm: the proposer's prompt (default: "
                                                             "policy.template)")
@@ -94,7 +96,7 @@ class AgentKLSection(KLBase):
 
 class EvalSection(Section):
     episodes: int = Field(100, ge=0, description="evaluation episodes, one per held-out seed")
-    seed_start: int = Field(1_000_000, description="held-out seeds are seed_start, seed_start + 1, ...")
+    seed_start: int = Field(1_000_000, ge=0, description="held-out seeds are seed_start, seed_start + 1, ...")
     every: int = Field(0, ge=0, description="PPO updates between evaluations; 0: only at the phase ends")
     prior: bool = Field(True, description="also evaluate the pretrained LM (the zero-shot prior) first")
     greedy: bool = Field(True, description="take the most likely action, else sample")

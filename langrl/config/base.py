@@ -3,25 +3,36 @@ KL reference, logging, ``--set`` overrides and one-line error messages.
 
 Every error names the field (dotted path), the bad value, and what is allowed. ``--set a.b=value``
 overrides reach every key; values are parsed as YAML, so ``--set steps=3`` gives an int.
+
+Whatever a config holds, reading and validating it either returns a config or raises `ConfigError`
+(tests/smoke/test_config_fuzz.py): no float field takes inf or NaN, and a mapping that contains itself
+(a YAML alias), nests deeper than :data:`MAX_DEPTH` or holds an integer beyond :data:`MAX_INT_BITS` bits
+is refused before validation.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from langrl.errors import ConfigError
 
+MAX_DEPTH = 64  # nesting levels of a config's mappings and lists
+MAX_INT_BITS = 256  # no setting needs a larger integer; far larger ones cannot even be printed
+MAX_LR = 1.0  # an AdamW learning rate above this is a typo (1e9 for 1e-9), never a choice
+
 
 class Section(BaseModel):
-    """A config section: unknown keys are errors (with a did-you-mean), never silently ignored."""
+    """A config section: unknown keys are errors (with a did-you-mean), never silently ignored; no float
+    field takes inf or NaN."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class RunConfig(Section):
@@ -29,8 +40,9 @@ class RunConfig(Section):
 
     model: str = Field("smollm2-135m-instruct", description="embedded short name, hub id, local folder, "
                                                             "or 'tiny' / 'toy' (random models built in-process)")
-    seed: int = Field(0, description="seeds everything random: initialisation, sampling, prompt order, "
-                                     "environments (each stream derived in langrl.run.seeds)")
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="seeds everything random: initialisation, "
+                      "sampling, prompt order, environments (each stream derived in langrl.run.seeds); "
+                      "torch.manual_seed takes at most 2**64 - 1")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="model dtype")
     threads: int = Field(0, ge=0, description="CPU threads for torch; 0 keeps torch's default")
@@ -54,10 +66,13 @@ class LoraConfig(Section):
     target_modules: list[str] | str = Field("all-linear", description="modules that get an adapter")
 
 
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 class OptimConfig(Section):
-    lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
+    lr: float = Field(1e-5, gt=0, le=MAX_LR, description=f"AdamW learning rate, at most {MAX_LR}")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas")
+    betas: tuple[Beta, Beta] = Field((0.9, 0.999), description="AdamW betas, each in [0, 1)")
     max_grad_norm: float = Field(1.0, ge=0, description="gradient norm clip; 0 disables")
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
     schedule: Literal["constant", "linear", "cosine"] = Field(
@@ -74,19 +89,76 @@ class LogConfig(Section):
 
 def set_override(data: dict[str, Any], assignment: str) -> None:
     """Apply ``a.b.c=value`` to nested ``data`` in place; the value is parsed as YAML."""
+    if not isinstance(assignment, str):
+        raise ConfigError(f"--set {assignment!r}: expected a string key.sub=value, e.g. --set steps=3")
     if "=" not in assignment:
         raise ConfigError(f"--set {assignment!r}: expected key.sub=value, e.g. --set steps=3")
     key, raw = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {assignment!r}: empty key in {key!r}; expected key.sub=value, "
+                          "e.g. --set kl.coef=0.1")
     node = data
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {key}: {part!r} holds {child!r}, not a section")
+            where = ".".join(parts[:i + 1])
+            hint = f"; set the whole list instead: --set '{where}=[...]'" if isinstance(child, list) else ""
+            raise ConfigError(f"--set {key}: {part!r} holds {show(child)}, not a section{hint}")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    node[parts[-1]] = parse_value(key, raw) if raw.strip() else None
+
+
+def parse_value(key: str, raw: str) -> Any:
+    """The YAML value of ``--set key=raw``; a YAML error names the key and the value and suggests quoting."""
+    try:
+        return yaml.safe_load(raw)
+    except Exception as e:  # PyYAML raises more than YAMLError: IndexError for `!!int _`, KeyError for `!!bool x`
+        problem = getattr(e, "problem", None) or f"{type(e).__name__}: {one_line(str(e))}"
+        raise ConfigError(f"--set {key}={show(raw)}: the value is not valid YAML ({problem}); to pass it as "
+                          f"text, quote it: --set '{key}={json.dumps(raw)}'") from None
+
+
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` on one line (whitespace runs become one space), cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages (never raises)."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int too long to print, a structure nested too deeply
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_structure(value: Any, path: str = "", ancestors: frozenset[int] = frozenset()) -> None:
+    """Refuse what no config holds and what would crash copying, validation or printing: a mapping or
+    list that contains itself (a YAML alias), nesting deeper than MAX_DEPTH, a giant integer."""
+    where = path or "(top level)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        raise ConfigError(f"{where}: integer with {value.bit_length()} bits; at most {MAX_INT_BITS} bits")
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return
+    if id(value) in ancestors:
+        raise ConfigError(f"{where}: the value contains itself (a YAML alias that refers to its own anchor)")
+    if len(ancestors) >= MAX_DEPTH:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep")
+    inner = ancestors | {id(value)}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            name = k[:40] if isinstance(k, str) else show(k, 40)
+            step = f".{name}" if path else name
+            check_structure(k, path + step, inner)  # a key is a scalar, or a tuple of scalars
+            check_structure(v, path + step, inner)
+    else:
+        for i, v in enumerate(value):
+            check_structure(v, f"{path}[{i}]", inner)
 
 
 def read_config_data(source: str | Path | dict[str, Any],
@@ -94,21 +166,30 @@ def read_config_data(source: str | Path | dict[str, Any],
     """The raw mapping of a YAML file (or a dict) with ``key=value`` overrides applied, and the file's
     folder (None for a dict)."""
     if isinstance(source, dict):
+        check_structure(source)
         data, base = copy.deepcopy(source), None  # overrides must not reach into the caller's dict
-    else:
+    elif isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from e
+        except Exception as e:  # YAMLError, and what PyYAML's constructors raise on odd tags; not UTF-8
+            problem = getattr(e, "problem", None) or f"{type(e).__name__}: {one_line(str(e))}"
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {problem}{where}") from e
         if not isinstance(data, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, "
                               f"not {type(data).__name__}")
         base = path.parent
+    else:
+        raise ConfigError(f"a config is a YAML path or a mapping, not {type(source).__name__}")
+    if isinstance(overrides, str):
+        overrides = [overrides]
     for assignment in overrides:
         set_override(data, assignment)
+    check_structure(data)
     return data, base
 
 
@@ -131,7 +212,7 @@ def format_errors(error: ValidationError, root: type[BaseModel]) -> str:
         elif item["type"] == "missing":
             lines.append(f"{loc}: required field is missing")
         else:
-            lines.append(f"{loc} = {item.get('input')!r}: {item['msg']}")
+            lines.append(f"{loc} = {show(item.get('input'))}: {item['msg']}")
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -31,10 +31,28 @@ def read_items(config: PromptsConfig) -> list[str]:
                 raise ConfigError(f"prompts.file = {config.file!r}: no such file (looked in the config's "
                                   f"folder, the working directory and langrl's data folder)")
             path = Path(str(bundled))
-        items = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        items = [line.strip() for line in read_text_file(path, config.file).splitlines() if line.strip()]
     if not items:
         raise ConfigError("prompts: no prompt items (the file or list is empty)")
     return items
+
+
+def read_text_file(path: Path, name: str) -> str:
+    """The UTF-8 text of the prompts file ``path`` (``name`` as the config gave it); a `ConfigError`
+    naming the file when it is binary, not UTF-8, or cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a leading byte-order mark is not prompt text
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"prompts.file = {name!r}: {str(path)!r} is not UTF-8 text (byte "
+                          f"0x{e.object[e.start]:02x} at offset {e.start}); give a UTF-8 text file "
+                          f"with one prompt per line") from e
+    except OSError as e:
+        raise ConfigError(f"prompts.file = {name!r}: cannot read {str(path)!r} ({e.strerror or e}); give a "
+                          f"UTF-8 text file with one prompt per line") from e
+    if "\x00" in text:
+        raise ConfigError(f"prompts.file = {name!r}: {str(path)!r} holds NUL bytes, so it is binary, not text; "
+                          f"give a UTF-8 text file with one prompt per line")
+    return text
 
 
 def render(items: list[str], template: str) -> list[str]:

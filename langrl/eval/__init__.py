@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from langrl.config import AgentConfig, ConfigSource, load_any_config
+from langrl.errors import ConfigError
 
 
 def evaluate(config: ConfigSource, model: str, overrides: list[str] | tuple[str, ...] = (),
@@ -16,10 +17,17 @@ def evaluate(config: ConfigSource, model: str, overrides: list[str] | tuple[str,
     - ``kind: agent``: success rate and mean return over ``episodes`` held-out seeds (default the
       config's ``eval.episodes``); ``model`` may be a run folder (`langrl.agents.lm_agent.evaluate_agent`).
     """
+    if num_prompts < 1:
+        raise ConfigError(f"num_prompts (--num-prompts) = {num_prompts}: evaluate at least 1 prompt")
+    if episodes is not None and episodes < 1:
+        raise ConfigError(f"episodes (--episodes) = {episodes}: evaluate at least 1 episode")
     cfg = load_any_config(config, overrides)
     if isinstance(cfg, AgentConfig):
         from langrl.agents.lm_agent import evaluate_agent
 
+        if episodes is None and cfg.eval.episodes < 1:
+            raise ConfigError(f"eval.episodes = {cfg.eval.episodes}: evaluating needs at least 1 episode; "
+                              f"set eval.episodes in the config or pass --episodes N")
         return evaluate_agent(cfg, model, episodes)
     from langrl.lm.evaluate import evaluate_lm
 

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from langrl.config import Config, load_config
 from langrl.envs.prompts import PromptSet, build_prompts, left_pad
 from langrl.envs.text.core import PromptTask
-from langrl.errors import ConfigError
+from langrl.errors import ConfigError, NonFiniteError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
 from langrl.models import Reference, apply_lora, load_lm, merged_lora
@@ -57,20 +57,30 @@ class Run:
 
 
 def train(config: Config | dict[str, Any] | str | Path, output: str | Path | None = None,
-          resume: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> TrainResult:
+          resume: bool = False, overrides: list[str] | tuple[str, ...] = (),
+          allow_config_change: bool = False) -> TrainResult:
     """Train a policy on prompts as ``config`` (``kind: lm``) says; return the run folder and final metrics.
 
     ``config`` is a :class:`Config`, a dict, or a YAML path. Without ``output`` the run goes to
     ``runs/<config name>-<timestamp>``; with ``resume`` (and no ``output``) the newest such folder is
-    continued from its last checkpoint. `langrl.train` takes every kind of config.
+    continued from its last intact checkpoint. `langrl.train` takes every kind of config.
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
     run = build_run(cfg)
-    harness = RunHarness(run_dir, cfg, cfg.log, Checkpointed(run.policy, run.tokenizer, run.optimizer,
-                                                             run.algorithm.modules()))
-    if resume:
-        run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
+    parts = Checkpointed(run.policy, run.tokenizer, run.optimizer, run.algorithm.modules())
+    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change) as harness:
+        if resume:
+            run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
+        last = train_steps(run, harness)
+    write_report(run_dir)
+    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
+    return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
+
+
+def train_steps(run: Run, harness: RunHarness) -> dict[str, float]:
+    """Steps ``harness.start + 1 .. steps`` with their logs and checkpoints; returns the last metrics."""
+    cfg, run_dir = run.config, harness.run_dir
     last: dict[str, float] = {}
     with harness.session(total=cfg.steps, desc="train") as logger:
         if run.monitor is not None:
@@ -78,8 +88,12 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
         if harness.start == 0:
             log_eval_samples(run, logger, "before", 0)
         for step in range(harness.start + 1, cfg.steps + 1):
-            last, texts = train_step(run, step)
-            logger.log_metrics(step, last)
+            try:
+                last, texts = train_step(run, step)
+            except NonFiniteError as e:
+                raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
+                                     f"last checkpoint is intact): lower optim.lr or check the reward") from None
+            harness.log(logger, step, last)
             if step == 1 or step % cfg.log.sample_every == 0:
                 logger.log_samples(step, *texts)
             if harness.due(step, cfg.steps):
@@ -87,9 +101,7 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
                 harness.checkpoint(step, {"algorithm": run.algorithm.state_dict()})
             harness.advance(reward=last["reward/mean"], kl=last["kl/ref"])
         log_eval_samples(run, logger, "after", cfg.steps)
-    write_report(run_dir)
-    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
-    return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
+    return last
 
 
 def build_run(cfg: Config) -> Run:

@@ -38,10 +38,26 @@ def cache_dir() -> Path:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
+    """``auto`` picks CUDA when present, else CPU. A device this machine lacks (``cuda`` without a GPU,
+    ``cuda:3`` with two) or an unknown name is a `ConfigError` naming ``device``."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ConfigError(f"device = {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = torch.version.cuda is not None or getattr(torch.version, "hip", None) is not None
+            why = "no GPU is visible" if built else "this torch was built without CUDA"
+            raise ConfigError(f"device = {device!r}: CUDA is not available ({why}); use device: auto or cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"device = {device!r}: this machine has {count} CUDA device(s), cuda:0 to "
+                              f"cuda:{count - 1}; use one of those, cuda or auto")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device = {device!r}: Apple MPS is not available here; use device: auto or cpu")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -71,6 +87,7 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
     folder = locate(name)
     if (Path(folder) / "adapter_config.json").exists():
         return load_adapter(name, folder, dtype=dtype, device=device)
+    check_model_folder(name, Path(folder))
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch_dtype)
@@ -86,6 +103,29 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
 
 
 IN_PROCESS = ("tiny", "toy")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".msgpack", ".h5", ".ckpt.index", ".gguf")
+
+
+def check_model_folder(name: str, folder: Path) -> None:
+    """A local folder must hold a Hugging Face model (``config.json`` and weights), else a `ConfigError`
+    that says so (transformers would blame the tokenizer, e.g. "install sentencepiece or tiktoken")."""
+    if not folder.is_dir():
+        if folder.exists():
+            raise ConfigError(f"model = {name!r} is a file, not a model folder; give a folder written by "
+                              f"save_pretrained (config.json, model.safetensors, tokenizer files) or a hub id")
+        return  # a hub id
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in folder.iterdir() if p.is_file()):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        fix = (f"it looks like a run folder: give one of its checkpoints, e.g. {folder / 'checkpoints' / 'step-N'}"
+               if (folder / "checkpoints").is_dir() else
+               f"give a folder written by save_pretrained, a hub id, or one of the embedded models: "
+               f"{', '.join(EMBEDDED)}")
+        raise ConfigError(f"model = {name!r}: folder {str(folder)!r} holds no Hugging Face model "
+                          f"({' and '.join(missing)} missing); {fix}")
 
 
 def in_process_model(name: str, seed: int) -> LM:

@@ -43,7 +43,7 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def summarise(metrics: list[dict[str, Any]]) -> dict[str, float | int | None]:
+def summarise(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline numbers of a run, from its ``metrics.jsonl`` rows.
 
     Keys:
@@ -54,18 +54,25 @@ def summarise(metrics: list[dict[str, Any]]) -> dict[str, float | int | None]:
         step_s_median: median of ``time/step_s``; samples_per_s_median: median of ``samples/per_s``.
             Medians, because the first steps include warm-up (allocation, kernel compilation).
 
-    A number is ``None`` when its key was never logged (or only as null/NaN).
+    A number is ``None`` when its key was never logged (or only as null/NaN). ``non_finite_steps`` lists
+    the steps whose reward, KL, loss or gradient norm was logged as null (NaN/inf): the averages skip them,
+    and the report says so instead of quoting the last finite value alone.
     """
     rows = sorted_rows(metrics)
     _, reward = _series(rows, "reward/mean")
     _, kl = _series(rows, "kl/ref")
     _, step_s = _series(rows, "time/step_s")
     _, per_s = _series(rows, "samples/per_s")
+    logged_kl = [r["kl/ref"] for r in rows if "kl/ref" in r]
+    core = ("reward/mean", "kl/ref", "loss/policy", "grad/norm")
+    non_finite = sorted({int(r["step"]) for r in rows for k in core if k in r and not finite(r[k])})
     return {
         "steps": len({r["step"] for r in rows}),
+        "non_finite_steps": non_finite,
         "reward_first10": _mean(reward[:EDGE_STEPS]),
         "reward_last10": _mean(reward[-EDGE_STEPS:]),
-        "kl_final": kl[-1] if kl else None,
+        # the last logged value, not the last finite one: a run that ended non-finite has no final KL
+        "kl_final": logged_kl[-1] if logged_kl and finite(logged_kl[-1]) else None,
         "step_s_median": statistics.median(step_s) if step_s else None,
         "samples_per_s_median": statistics.median(per_s) if per_s else None,
     }
@@ -159,9 +166,13 @@ def _fmt(x: float | int | None) -> str:
     return f"{x:.4g}"
 
 
-def _summary_table(summary: dict[str, float | int | None], n_reward: int) -> list[str]:
+def _summary_table(summary: dict[str, Any], n_reward: int) -> list[str]:
     k = min(EDGE_STEPS, n_reward)
-    return [
+    warning = []
+    if summary["non_finite_steps"]:
+        warning = [f"**Non-finite values (NaN/inf) were logged at steps {summary['non_finite_steps']}**: the "
+                   f"figures below skip them.", ""]
+    return [*warning,
         "| metric | value |",
         "|---|---|",
         f"| steps | {_fmt(summary['steps'])} |",

@@ -59,7 +59,7 @@ def _classifier(spec: ClassifierSpec) -> RewardFn:
 
 
 def _python(spec: PythonSpec) -> RewardFn:
-    return PythonReward.from_spec(spec.function, spec.kwargs, spec.name)
+    return PythonReward.from_spec(spec.function, spec.kwargs, spec.name, timeout_s=spec.timeout_s)
 
 
 BUILDERS: dict[str, Callable[[Any], RewardFn]] = {

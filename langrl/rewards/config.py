@@ -121,6 +121,14 @@ class PythonSpec(_SpecBase):
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="Extra keyword arguments passed to the function on every call."
     )
+    timeout_s: float | None = Field(
+        60.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Seconds one call (one batch of completions) may take before the run stops with an "
+        "error naming the reward (the call runs in a worker thread); null waits forever and calls the "
+        "function in the caller's thread.",
+    )
 
 
 RewardSpec = Annotated[

@@ -6,15 +6,18 @@ function live in the user's own package, tested there.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 import importlib.util
 import inspect
+import math
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from langrl.errors import ConfigError
+from langrl.errors import ConfigError, RewardError
 
 EXPECTED_FORM = "expected 'module:function' (e.g. 'my_rewards:brevity') or 'path/to/file.py:function'"
 
@@ -109,11 +112,20 @@ def load_function(spec: str) -> Callable[..., Any]:
     return target
 
 
+DEFAULT_TIMEOUT_S = 60.0
+"""Seconds one call of a python reward may take (``timeout_s`` in its config; None waits forever)."""
+
+
 class PythonReward:
     """Reward = ``fn(prompts, completions, **kwargs)``: a user function with fixed keyword arguments.
 
     ``kwargs`` come from the config, so one function can serve several settings
     (``{type: python, function: "my_rewards:keyword", kwargs: {word: "cat"}}``).
+
+    With ``timeout_s`` (default `DEFAULT_TIMEOUT_S`) each call runs in a worker thread and a call that has
+    not returned after ``timeout_s`` seconds raises `RewardError` naming the reward and the limit (the
+    stuck call is abandoned in its daemon thread: Python cannot stop a thread). Signals are not used: they
+    only work in the main thread. ``timeout_s=None`` calls ``fn`` directly in the caller's thread.
     """
 
     def __init__(
@@ -121,18 +133,51 @@ class PythonReward:
         fn: Callable[..., Any],
         kwargs: Mapping[str, Any] | None = None,
         name: str | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
+        if timeout_s is not None and not 0 < timeout_s < math.inf:
+            raise ConfigError(f"python reward timeout_s = {timeout_s!r}: give a positive number of seconds, "
+                              f"or null to wait without a limit")
         self.fn = fn
         self.kwargs = dict(kwargs or {})
         self.name = name or f"python:{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+        self.timeout_s = timeout_s
 
     def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
         # Returned as-is: `score` converts and checks the values (numpy arrays and tensors pass).
-        return self.fn(prompts, completions, **self.kwargs)
+        if self.timeout_s is None:
+            return self.fn(prompts, completions, **self.kwargs)
+        return self._call_with_timeout(prompts, completions, self.timeout_s)
+
+    def _call_with_timeout(self, prompts: list[str], completions: list[str], timeout_s: float) -> Any:
+        """``fn`` in a daemon thread joined for ``timeout_s``; its result, or its exception re-raised here."""
+        outcome: list[Any] = []
+        failure: list[BaseException] = []
+        context = contextvars.copy_context()  # the caller's context variables, as a direct call would see
+
+        def target() -> None:
+            try:
+                outcome.append(context.run(self.fn, prompts, completions, **self.kwargs))
+            except BaseException as e:  # re-raised in the caller's thread
+                failure.append(e)
+
+        worker = threading.Thread(target=target, name=f"langrl reward {self.name}", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            raise RewardError(
+                f"reward {self.name!r} did not return within timeout_s = {timeout_s:g} s (a batch of "
+                f"{len(completions)} completions); if it is only slow, raise timeout_s in its reward config "
+                f"(e.g. timeout_s: {4 * timeout_s:g}) or set timeout_s: null to wait without a limit"
+            )
+        if failure:
+            raise failure[0]
+        return outcome[0]
 
     @classmethod
     def from_spec(
-        cls, spec: str, kwargs: Mapping[str, Any] | None = None, name: str | None = None
+        cls, spec: str, kwargs: Mapping[str, Any] | None = None, name: str | None = None,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
     ) -> PythonReward:
         """Load ``spec`` with `load_function`; named ``python:<spec>`` unless ``name`` is given."""
-        return cls(load_function(spec), kwargs, name or f"python:{spec}")
+        return cls(load_function(spec), kwargs, name or f"python:{spec}", timeout_s)

@@ -8,6 +8,8 @@ the boundary between "text" and "numbers", keeps every algorithm free of that bo
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from langrl.errors import RewardError
@@ -40,6 +42,14 @@ def _as_float(value: Any) -> float | None:
         return None
 
 
+def _is_sequence(value: Any) -> bool:
+    """An ordered sequence of values: a list, tuple or other ``Sequence``, or an array (numpy, torch, pandas,
+    via ``__array__``). Not text, a mapping (its keys would be scored), a set (no order) or an iterator."""
+    if isinstance(value, (str, bytes, bytearray, Mapping, AbstractSet)):
+        return False
+    return isinstance(value, Sequence) or hasattr(value, "__array__")
+
+
 def _find_failing(
     reward: RewardFn, prompts: list[str], completions: list[str]
 ) -> tuple[int, BaseException] | None:
@@ -63,7 +73,8 @@ def score(reward: RewardFn, prompts: list[str], completions: list[str]) -> list[
 
     - the reward raises: the original exception is chained (``raise ... from e``), and the
       pairs are re-scored one at a time to name the first completion that fails alone;
-    - it returns something without a length, or the wrong number of values (expected vs got);
+    - it returns something that is not a sequence (a dict, set, string, generator...: a list, tuple or
+      array is expected), or the wrong number of values (expected vs got);
     - a value is not a number, or is NaN/inf: the message gives the value, the index and the
       completion.
 
@@ -91,9 +102,14 @@ def score(reward: RewardFn, prompts: list[str], completions: list[str]) -> list[
                 where += f" (alone it raised {type(inner).__name__}: {inner})"
         raise RewardError(f"reward {name!r} raised {type(e).__name__}: {e} {where}") from e
 
+    if not _is_sequence(raw):
+        raise RewardError(
+            f"reward {name!r} returned a {type(raw).__name__} {raw!r:.100}, "
+            f"expected a list of {len(completions)} floats (one per completion, in order)"
+        )
     try:
         got = len(raw)
-    except TypeError:
+    except TypeError:  # e.g. a 0-d array
         raise RewardError(
             f"reward {name!r} returned {type(raw).__name__} {raw!r:.100}, "
             f"expected a list of {len(completions)} floats"

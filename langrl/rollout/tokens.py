@@ -73,8 +73,10 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
-        # Drop a token when the mass before it already reaches top_p; the top token always stays.
+        # Drop a token when the mass before it already reaches top_p; the top token always stays (its mass
+        # before is 0, which is ">= top_p" when top_p <= 0, so it is kept explicitly: top_p = 0 is greedy).
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
+        drop_sorted[..., 0] = False
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return logits

@@ -1,11 +1,18 @@
 """Checkpoints: ``checkpoints/step-N/`` holds the policy in Hugging Face format (the LoRA adapter when
-there is one), the tokenizer, the optimizer state and the trainer state. Each is written into a temporary
-folder that is renamed into place, so a crash never leaves a half-written checkpoint behind.
+there is one), the tokenizer, the optimizer state, the RNG, extra modules and objects, and the trainer
+state.
+
+A checkpoint is built in a temporary folder that is renamed into place (`langrl.run.io.atomic_dir`). Its
+last file is ``COMPLETE``: the size and SHA-256 of every other file. Only a folder with a ``COMPLETE``
+that matches its files is a checkpoint: deleting one removes ``COMPLETE`` first, and loading verifies
+every file, so a half-deleted or corrupted checkpoint is never loaded; the newest intact one is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import pickle
 import re
 import shutil
@@ -17,9 +24,11 @@ from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from langrl.errors import CheckpointError
 from langrl.run.io import atomic_dir
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+MANIFEST = "COMPLETE"
 
 
 def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -43,47 +52,138 @@ def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer:
             with open(tmp / f"{name}.pkl", "wb") as f:
                 pickle.dump(obj, f)
         (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+        write_manifest(tmp, step)
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_checkpoint(old)
     return final
 
 
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path, step: int) -> None:
+    """``COMPLETE``: every file's size and SHA-256; written last, so its presence means the rest is there."""
+    files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint, ``COMPLETE`` first: an interrupted deletion leaves an incomplete folder."""
+    (path / MANIFEST).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary folders from a crash are ignored)."""
-    folder = run_dir / "checkpoints"
+    """Checkpoints with a ``COMPLETE`` file, oldest first (temporary and half-deleted folders are not)."""
+    folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_DIR.match(p.name))]
-    return [p for _, p in sorted(found) if (p / "trainer_state.json").exists()]
+    return [p for _, p in sorted(found) if (p / MANIFEST).exists()]
+
+
+def clean_stale(run_dir: Path) -> list[Path]:
+    """Remove what crashed writers left in ``checkpoints/``: temporary folders (``.tmp-*``, ``.old-*``)
+    and step folders without ``COMPLETE``. Call it only while holding the run's lock."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith((".tmp-", ".old-"))
+             or (STEP_DIR.match(p.name) and not (p / MANIFEST).exists())]
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    return stale
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Check every file against ``COMPLETE`` (present, same size, same SHA-256); raise naming the first
+    bad file."""
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path}: {MANIFEST} is unreadable ({e})") from None
+    for name, expected in manifest["files"].items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint file {file} is missing")
+        if file.stat().st_size != expected["size"] or file_digest(file) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint file {file} is corrupt (its size or SHA-256 differs from "
+                                  f"what was written)")
+
+
+def finite_tensors(tensors: dict[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:
+    """``tensors``, after checking every floating-point one is finite."""
+    for key, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"checkpoint file {file} holds non-finite weights ({key}); the run diverged "
+                                  f"before this checkpoint: resume from an earlier one or lower optim.lr")
+    return tensors
+
+
+def load_tensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return finite_tensors(load_file(str(file)), file)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {file} cannot be read ({type(e).__name__}: {e})") from None
+
+
+def load_torch(file: Path) -> Any:
+    try:
+        return torch.load(file, weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint file {file} cannot be read ({type(e).__name__}: {e})") from None
 
 
 def load_objects(path: Path, names: list[str]) -> dict[str, Any]:
     """The pickled ``objects`` a checkpoint holds (only the run's own files are read: a pickle is code)."""
     out = {}
     for name in names:
-        with open(path / f"{name}.pkl", "rb") as f:
-            out[name] = pickle.load(f)  # noqa: S301 - written by save_checkpoint of this run
+        file = path / f"{name}.pkl"
+        try:
+            with open(file, "rb") as f:
+                out[name] = pickle.load(f)  # noqa: S301 - written by save_checkpoint of this run
+        except Exception as e:
+            raise CheckpointError(f"checkpoint file {file} cannot be read ({type(e).__name__}: {e})") from None
     return out
 
 
 def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
                     modules: dict[str, nn.Module] | None = None) -> dict[str, Any]:
-    """Restore the trainable weights, extra modules, optimizer and RNG from ``path``; return the trainer
-    state."""
-    weights = path / "adapter_model.safetensors"
-    if weights.exists():
+    """Verify ``path`` (every file, and finite weights), then restore the trainable weights, extra modules,
+    optimizer and RNG; return the trainer state. Nothing is changed when a file is bad."""
+    verify_checkpoint(path)
+    adapter = path / "adapter_model.safetensors"
+    weights = load_tensors(adapter if adapter.exists() else path / "model.safetensors")
+    for name in modules or {}:
+        load_tensors(path / f"{name}.safetensors")  # readable and finite before anything is changed
+    optimizer_state = load_torch(path / "optimizer.pt")
+    rng = load_torch(path / "rng.pt")
+    if adapter.exists():
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(model, load_file(str(weights)))
+        set_peft_model_state_dict(model, weights)
     else:
-        state = load_file(str(path / "model.safetensors"))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
         # Tied weights (lm_head = embed_tokens) are saved once; anything else missing is an error.
         if unexpected or [k for k in missing if "lm_head" not in k]:
-            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing}, "
-                               f"unexpected {unexpected}")
+            raise CheckpointError(f"checkpoint {path} does not match the model: missing {missing}, "
+                                  f"unexpected {unexpected}")
     for name, module in (modules or {}).items():
-        load_model(module, str(path / f"{name}.safetensors"))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True))
-    return json.loads((path / "trainer_state.json").read_text())
+        load_model(module, str(path / f"{name}.safetensors"))  # re-ties shared weights save_model stored once
+    optimizer.load_state_dict(optimizer_state)
+    torch.set_rng_state(rng)
+    state: dict[str, Any] = json.loads((path / "trainer_state.json").read_text())
+    return state
+
+
+def finite_parameters(params: list[nn.Parameter]) -> bool:
+    """Whether every parameter is finite (one reduction per tensor)."""
+    return all(math.isfinite(float(p.detach().float().abs().sum())) for p in params) if params else True

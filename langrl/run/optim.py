@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from langrl.config.base import OptimConfig
-from langrl.errors import ConfigError
+from langrl.errors import ConfigError, NonFiniteError
 
 # One minibatch's rows (an index tensor) -> its loss and the quantities to log.
 MinibatchLoss = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -105,12 +105,16 @@ def minibatch_epochs(
     - ``epoch``: gradients accumulate over the epoch, each minibatch's loss weighted by its share of the
       rows, then one step (one step per batch of samples: REINFORCE, RLOO, GRPO, A2C, DPG).
 
-    ``grad/norm`` is logged before clipping at every optimizer step.
+    ``grad/norm`` is logged before clipping at every optimizer step. A non-finite loss or gradient norm
+    raises `NonFiniteError` before any optimizer step it would reach, so the weights stay finite.
     """
     stats: dict[str, list[float]] = {}
 
     def step() -> None:
-        stats.setdefault("grad/norm", []).append(clip_gradients(params, max_grad_norm))
+        norm = clip_gradients(params, max_grad_norm)
+        if not math.isfinite(norm):  # before the step: the weights stay as they were
+            raise NonFiniteError(f"the gradient norm is {norm}")
+        stats.setdefault("grad/norm", []).append(norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -119,6 +123,9 @@ def minibatch_epochs(
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for rows in order.to(device or "cpu").split(size):
             loss, parts = loss_fn(rows)
+            if not bool(torch.isfinite(loss.detach())):
+                shown = ", ".join(f"{k} = {v:.4g}" for k, v in parts.items())
+                raise NonFiniteError(f"the loss is {float(loss.detach())} ({shown})")
             scale = 1.0 if step_every == "minibatch" else len(rows) / n
             (loss * scale).backward()
             for key, value in parts.items():

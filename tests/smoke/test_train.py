@@ -14,27 +14,6 @@ from langrl.run.io import read_jsonl
 TIME_KEYS = ("time/", "samples/per_s")
 
 
-def tiny_config(**extra):
-    config = {
-        "model": "tiny",
-        "algorithm": "grpo",
-        "steps": 3,
-        "prompts": {"items": ["hello", "world", "abc", "xyz"], "template": "Say {item}", "per_step": 2,
-                    "eval_count": 2},
-        "sampling": {"max_new_tokens": 8, "group_size": 3},
-        "reward": {"type": "length", "target": 4, "unit": "chars"},
-        "optim": {"lr": 1e-3},
-        "log": {"checkpoint_every": 2, "progress": False, "tensorboard": False},
-    }
-    for key, value in extra.items():
-        node = config
-        *parents, leaf = key.split("__")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return config
-
-
 def initial_weights():
     return {k: v.clone() for k, v in langrl.tiny_lm(seed=0).model.state_dict().items()}
 
@@ -47,8 +26,8 @@ def final_weights(run_dir, steps):
 
 @pytest.mark.parametrize("algorithm", ["reinforce", "rloo", "grpo", "a2c", "ppo", "dpg"])
 @pytest.mark.parametrize("kl_mode", ["reward", "loss"])
-def test_each_algorithm_updates_weights_with_finite_metrics(tmp_path, algorithm, kl_mode):
-    result = langrl.train(tiny_config(algorithm=algorithm, kl__mode=kl_mode), output=tmp_path / "run")
+def test_each_algorithm_updates_weights_with_finite_metrics(tmp_path, algorithm, kl_mode, lm_config):
+    result = langrl.train(lm_config(algorithm=algorithm, kl__mode=kl_mode), output=tmp_path / "run")
     rows = read_jsonl(result.run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2, 3]
     for row in rows:
@@ -61,15 +40,15 @@ def test_each_algorithm_updates_weights_with_finite_metrics(tmp_path, algorithm,
     assert (result.run_dir / "report.md").exists() and (result.run_dir / "report.png").exists()
 
 
-def test_exact_kl_estimator_and_multi_epoch_clipping(tmp_path):
-    result = langrl.train(tiny_config(kl__estimator="exact", kl__mode="loss", train__epochs=2,
+def test_exact_kl_estimator_and_multi_epoch_clipping(tmp_path, lm_config):
+    result = langrl.train(lm_config(kl__estimator="exact", kl__mode="loss", train__epochs=2,
                                       train__micro_batch_size=2), output=tmp_path / "run")
     row = read_jsonl(result.run_dir / "metrics.jsonl")[-1]
     assert row["kl/ref"] >= 0 and math.isfinite(row["loss/kl"])
 
 
-def test_ppo_with_a_separate_critic_and_adaptive_kl(tmp_path):
-    config = tiny_config(algorithm="ppo", actor_critic={"critic": "separate", "entropy_coef": 0.01},
+def test_ppo_with_a_separate_critic_and_adaptive_kl(tmp_path, lm_config):
+    config = lm_config(algorithm="ppo", actor_critic={"critic": "separate", "entropy_coef": 0.01},
                          kl={"coef": 0.1, "target": 0.01, "horizon": 100}, train__epochs=2)
     result = langrl.train(config, output=tmp_path / "run")
     rows = read_jsonl(result.run_dir / "metrics.jsonl")
@@ -78,15 +57,15 @@ def test_ppo_with_a_separate_critic_and_adaptive_kl(tmp_path):
     assert rows[-1]["kl/coef"] != 0.1, "the adaptive controller moved beta"
 
 
-def test_lora_trains_only_the_adapter_and_uses_it_as_reference(tmp_path):
-    result = langrl.train(tiny_config(lora={"r": 4, "alpha": 8}), output=tmp_path / "run")
+def test_lora_trains_only_the_adapter_and_uses_it_as_reference(tmp_path, lm_config):
+    result = langrl.train(lm_config(lora={"r": 4, "alpha": 8}), output=tmp_path / "run")
     ckpt = result.run_dir / "checkpoints" / "step-3"
     assert (ckpt / "adapter_model.safetensors").exists() and not (ckpt / "model.safetensors").exists()
     assert math.isfinite(result.metrics["kl/ref"])
 
 
-def test_run_directory_contents(tmp_path):
-    config = tiny_config(log__tensorboard=True, log__sample_every=1)
+def test_run_directory_contents(tmp_path, lm_config):
+    config = lm_config(log__tensorboard=True, log__sample_every=1)
     run = langrl.train(config, output=tmp_path / "run").run_dir
     assert (run / "config.yaml").read_text().startswith("model: tiny")
     assert list((run / "tb").glob("events.out.tfevents.*"))
@@ -103,11 +82,11 @@ def strip_times(rows):
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "reinforce", "ppo", "dpg"])
-def test_resume_equals_uninterrupted(tmp_path, algorithm):
+def test_resume_equals_uninterrupted(tmp_path, algorithm, lm_config):
     """Stop after the checkpoint of step 2 (the later one is lost), resume: same metrics.jsonl."""
     import shutil
 
-    config = tiny_config(algorithm=algorithm, steps=4, train__epochs=2, train__micro_batch_size=4)
+    config = lm_config(algorithm=algorithm, steps=4, train__epochs=2, train__micro_batch_size=4)
     run = tmp_path / "run"
     langrl.train(config, output=run)
     uninterrupted = strip_times(read_jsonl(run / "metrics.jsonl"))
@@ -121,9 +100,9 @@ def test_resume_equals_uninterrupted(tmp_path, algorithm):
             assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
 
 
-def test_a_longer_run_continues_a_shorter_one(tmp_path):
+def test_a_longer_run_continues_a_shorter_one(tmp_path, lm_config):
     """With a constant learning rate, training 2 steps then resuming to 4 equals training 4 at once."""
-    config = tiny_config(steps=4, optim__schedule="constant")
+    config = lm_config(steps=4, optim__schedule="constant")
     full = langrl.train(config, output=tmp_path / "full").run_dir
     part = tmp_path / "part"
     langrl.train({**config, "steps": 2}, output=part)
@@ -135,24 +114,24 @@ def test_a_longer_run_continues_a_shorter_one(tmp_path):
             assert x[key] == pytest.approx(y[key], rel=1e-4, abs=1e-6), key
 
 
-def test_resume_after_a_crash_drops_rows_past_the_checkpoint(tmp_path):
+def test_resume_after_a_crash_drops_rows_past_the_checkpoint(tmp_path, lm_config):
     run = tmp_path / "run"
-    langrl.train(tiny_config(steps=3), output=run)
+    langrl.train(lm_config(steps=3), output=run)
     # Pretend the process died after logging step 3 but before its checkpoint landed.
     import shutil
 
     shutil.rmtree(run / "checkpoints" / "step-3")
-    langrl.train(tiny_config(steps=3), output=run, resume=True)
+    langrl.train(lm_config(steps=3), output=run, resume=True)
     assert [r["step"] for r in read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
 
 
-def test_output_folder_with_a_run_needs_resume(tmp_path):
-    langrl.train(tiny_config(steps=1), output=tmp_path / "run")
+def test_output_folder_with_a_run_needs_resume(tmp_path, lm_config):
+    langrl.train(lm_config(steps=1), output=tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):
-        langrl.train(tiny_config(steps=1), output=tmp_path / "run")
+        langrl.train(lm_config(steps=1), output=tmp_path / "run")
 
 
-def test_reward_error_names_reward_and_completion_and_keeps_the_run(tmp_path, monkeypatch):
+def test_reward_error_names_reward_and_completion_and_keeps_the_run(tmp_path, monkeypatch, lm_config):
     module = tmp_path / "flaky_reward.py"
     module.write_text(
         "calls = {'n': 0}\n"
@@ -161,7 +140,7 @@ def test_reward_error_names_reward_and_completion_and_keeps_the_run(tmp_path, mo
         "    return [float('nan') if calls['n'] > 3 else 1.0 for _ in completions]\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    config = tiny_config(steps=5, reward={"type": "python", "function": "flaky_reward:reward"},
+    config = lm_config(steps=5, reward={"type": "python", "function": "flaky_reward:reward"},
                          prompts__eval_count=0)
     with pytest.raises(RewardError) as e:
         langrl.train(config, output=tmp_path / "run")
@@ -172,11 +151,11 @@ def test_reward_error_names_reward_and_completion_and_keeps_the_run(tmp_path, mo
     assert (tmp_path / "run" / "checkpoints" / "step-2").exists()
 
 
-def test_cli_train_eval_generate(tmp_path, capsys):
+def test_cli_train_eval_generate(tmp_path, capsys, lm_config):
     config = tmp_path / "tiny.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump(tiny_config()))
+    config.write_text(yaml.safe_dump(lm_config()))
     assert main(["train", str(config), "--set", "steps=2", "--output", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "report:" in out and "run folder:" in out
@@ -188,17 +167,17 @@ def test_cli_train_eval_generate(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.splitlines()[0])["prompt"] == "hi"
 
 
-def test_cli_config_error_exits_2_with_a_clear_message(tmp_path, capsys):
+def test_cli_config_error_exits_2_with_a_clear_message(tmp_path, capsys, lm_config):
     config = tmp_path / "tiny.yaml"
     import yaml
 
-    config.write_text(yaml.safe_dump(tiny_config()))
+    config.write_text(yaml.safe_dump(lm_config()))
     assert main(["train", str(config), "--set", "algorithm=ppo2"]) == 2
     err = capsys.readouterr().err
     assert "algorithm = 'ppo2'" in err and "'grpo'" in err
 
 
-def test_tiny_model_learns_a_simple_reward(tmp_path):
+def test_tiny_model_learns_a_simple_reward(tmp_path, lm_config):
     """Seeded learning threshold: reward = share of completion characters that are 'a'."""
     module = tmp_path / "letter_a.py"
     module.write_text(
@@ -211,7 +190,7 @@ def test_tiny_model_learns_a_simple_reward(tmp_path):
     try:
         # 60 steps, past the knee: at 40 the last-5 mean ranged 0.1-0.7 over seeds 0-3 (either sampler);
         # at 60 it is 0.81-0.99 over seeds 0-5.
-        config = tiny_config(steps=60, reward={"type": "python", "function": "letter_a:reward"},
+        config = lm_config(steps=60, reward={"type": "python", "function": "letter_a:reward"},
                              optim__lr=1e-2, kl__coef=0.0, sampling__group_size=8,
                              log__checkpoint_every=100, prompts__eval_count=0)
         rows = read_jsonl(langrl.train(config, output=tmp_path / "run").run_dir / "metrics.jsonl")
@@ -222,11 +201,11 @@ def test_tiny_model_learns_a_simple_reward(tmp_path):
     assert first < 0.05 and last > 0.3, (first, last)
 
 
-def test_frozen_parameters_do_not_move(tmp_path):
-    result = langrl.train(tiny_config(train__freeze=["embed_tokens"]), output=tmp_path / "run")
+def test_frozen_parameters_do_not_move(tmp_path, lm_config):
+    result = langrl.train(lm_config(train__freeze=["embed_tokens"]), output=tmp_path / "run")
     before, after = initial_weights(), final_weights(result.run_dir, 3)
     assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
     key = "model.layers.0.mlp.up_proj.weight"
     assert not torch.equal(before[key], after[key])
     with pytest.raises(ConfigError, match="no parameter name contains"):
-        langrl.train(tiny_config(train__freeze=["embeddings_typo"]), output=tmp_path / "other")
+        langrl.train(lm_config(train__freeze=["embeddings_typo"]), output=tmp_path / "other")
