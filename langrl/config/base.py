@@ -213,6 +213,8 @@ def format_errors(error: ValidationError, root: type[BaseModel]) -> str:
             lines.append(f"{loc}: required field is missing")
         else:
             lines.append(f"{loc} = {show(item.get('input'))}: {item['msg']}")
+    if len(lines) == 1:  # the usual case: one line, as every error of the command line
+        return f"invalid config: {lines[0]}"
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

@@ -69,7 +69,7 @@ def file_digest(path: Path) -> str:
 def write_manifest(folder: Path, step: int) -> None:
     """``COMPLETE``: every file's size and SHA-256; written last, so its presence means the rest is there."""
     files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_digest(p)}
-             for p in sorted(folder.rglob("*")) if p.is_file()}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
     (folder / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1))
 
 

@@ -146,3 +146,40 @@ def test_agent_eval_uses_the_policy_the_run_was_trained_with(tmp_path, caplog):
         out = langrl.evaluate(other, str(run))
     assert out["episodes"] == 2 and "the policy section(s) the run was trained with" in caplog.text
     assert json.loads(json.dumps(out))["checkpoint"].endswith("step-1")
+
+
+def test_checkpoint_with_non_finite_weights_is_never_resumed(tmp_path, lm_config, caplog):
+    from safetensors.torch import load_file, save_file
+
+    from langrl.run.checkpoint import write_manifest
+
+    run = tmp_path / "run"
+    config = lm_config(steps=2, log__checkpoint_every=1)
+    langrl.train(config, output=run)
+    step2 = run / "checkpoints" / "step-2"
+    weights = load_file(str(step2 / "model.safetensors"))
+    next(iter(weights.values())).fill_(float("nan"))
+    save_file(weights, str(step2 / "model.safetensors"))
+    write_manifest(step2, 2)  # a consistent checkpoint whose weights are NaN, as a diverged run would write
+    with caplog.at_level(logging.WARNING, logger="langrl"):
+        langrl.train(config, output=run, resume=True)
+    assert "step-2/model.safetensors holds non-finite weights" in caplog.text  # resumed from step 1 instead
+
+
+def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, lm_config, monkeypatch):
+    import errno
+
+    import langrl.run.harness as harness
+
+    original = harness.save_checkpoint
+
+    def full(run_dir, step, *args, **kwargs):
+        if step == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(run_dir, step, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "save_checkpoint", full)
+    run = tmp_path / "run"
+    with pytest.raises(langrl.LangrlError, match=r"^step 2: no space left on the device .* then --resume$"):
+        langrl.train(lm_config(steps=3, log__checkpoint_every=1), output=run)
+    assert [p.name for p in list_checkpoints(run)] == ["step-1"]
