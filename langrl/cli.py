@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
@@ -61,9 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     except LangrlError as e:
         print(f"langrl {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in USER_OS_ERRORS:
+            raise
+        # A full disk or a read-only folder while logging: files are written atomically, nothing is lost.
+        print(f"langrl {args.command}: error: {e.strerror}: {e.filename!r}; free space or fix the "
+              f"permissions, then run again (with --resume for train)", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint can be continued with --resume", file=sys.stderr)
         return 130
+
+
+USER_OS_ERRORS = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT)
 
 
 def quiet_library_progress_bars() -> None:

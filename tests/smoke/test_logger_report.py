@@ -204,8 +204,10 @@ def test_summarise_hand_computed() -> None:
     assert s["kl_final"] == 0.5
     assert s["step_s_median"] == 2.0  # ten 2.0s and one 5.0
     assert s["samples_per_s_median"] == 8.0
+    assert s["non_finite_steps"] == []
     assert set(s) == {
         "steps",
+        "non_finite_steps",
         "reward_first10",
         "reward_last10",
         "kl_final",
@@ -219,7 +221,8 @@ def test_summarise_short_and_empty() -> None:
     assert s["reward_first10"] == s["reward_last10"] == pytest.approx(0.5)
     assert s["kl_final"] is None and s["step_s_median"] is None
     empty = summarise([])
-    assert empty["steps"] == 0 and all(v is None for k, v in empty.items() if k != "steps")
+    assert empty["steps"] == 0 and empty["non_finite_steps"] == []
+    assert all(v is None for k, v in empty.items() if k not in ("steps", "non_finite_steps"))
 
 
 def _synthetic_run(run_dir: Path, n_steps: int, with_kl: bool = True) -> None:
@@ -279,3 +282,9 @@ def test_write_report_needs_a_run_folder(tmp_path: Path) -> None:
 
 def test_md_cell_escapes() -> None:
     assert md_cell("a|b\r\nc\\") == "a\\|b<br>c\\\\"
+
+
+def test_summarise_flags_non_finite_steps_and_has_no_final_kl_after_one() -> None:
+    rows = [{"step": 1, "reward/mean": 0.1, "kl/ref": 0.2}, {"step": 2, "reward/mean": 0.3, "kl/ref": None}]
+    s = summarise(rows)
+    assert s["non_finite_steps"] == [2] and s["kl_final"] is None and s["reward_last10"] == pytest.approx(0.2)

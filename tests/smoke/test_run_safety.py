@@ -183,3 +183,18 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, lm
     with pytest.raises(langrl.LangrlError, match=r"^step 2: no space left on the device .* then --resume$"):
         langrl.train(lm_config(steps=3, log__checkpoint_every=1), output=run)
     assert [p.name for p in list_checkpoints(run)] == ["step-1"]
+
+
+def test_a_full_disk_anywhere_is_a_one_line_cli_error(monkeypatch, capsys):
+    import errno
+
+    import langrl.cli as cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/metrics.jsonl")
+
+    monkeypatch.setitem(cli.COMMANDS, "report", full)
+    assert main(["report", "runs/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("langrl report: error: No space left on device: 'runs/x/metrics.jsonl'; free space or fix the "
+                   "permissions, then run again (with --resume for train)")
