@@ -34,12 +34,18 @@ from langrl.rl.td import expected_sarsa_target, q_learning_target, sarsa_target,
 
 @dataclass(frozen=True)
 class TabularModel:
-    """An environment's exact model: P (S, A, S) transition probabilities, R (S, A) expected rewards and
-    C (S, A, S) the probability of each next state with the episode continuing."""
+    """An environment's exact model, sparse: R (S, A) expected rewards, and for each transition k that
+    continues the episode, its (state, action) as ``sa[k] = s * A + a``, its next state and probability."""
 
-    P: torch.Tensor
     R: torch.Tensor
-    C: torch.Tensor
+    sa: torch.Tensor
+    next_state: torch.Tensor
+    prob: torch.Tensor
+
+    def expected_next(self, values: torch.Tensor) -> torch.Tensor:
+        """(S,) values of next states -> (S, A) sum_s' C(s, a, s') V(s')."""
+        out = torch.zeros(self.R.numel(), dtype=values.dtype)
+        return out.index_add_(0, self.sa, self.prob * values[self.next_state]).view_as(self.R)
 
 
 def tabular_model(env: gym.Env) -> TabularModel:
@@ -48,22 +54,24 @@ def tabular_model(env: gym.Env) -> TabularModel:
     if not isinstance(table, dict):
         raise ConfigError(f"env {env.spec.id if env.spec else env!r} exposes no transition table (P); exact "
                           f"oracles need a toy-text environment such as FrozenLake-v1, CliffWalking-v1, Taxi-v4")
-    n_s, n_a = len(table), len(table[0])
-    P, R, C = torch.zeros(n_s, n_a, n_s, dtype=torch.float64), torch.zeros(n_s, n_a, dtype=torch.float64), \
-        torch.zeros(n_s, n_a, n_s, dtype=torch.float64)
+    n_a = len(table[0])
+    R = torch.zeros(len(table), n_a, dtype=torch.float64)
+    sa, nxt, prob = [], [], []
     for s, actions in table.items():
         for a, outcomes in actions.items():
             for p, s2, r, done in outcomes:
-                P[s, a, int(s2)] += p
                 R[s, a] += p * r
                 if not done:
-                    C[s, a, int(s2)] += p
-    return TabularModel(P, R, C)
+                    sa.append(s * n_a + a)
+                    nxt.append(int(s2))
+                    prob.append(p)
+    return TabularModel(R, torch.tensor(sa, dtype=torch.long), torch.tensor(nxt, dtype=torch.long),
+                        torch.tensor(prob, dtype=torch.float64))
 
 
 def value_iteration(model: TabularModel, gamma: float, tol: float = 1e-12, max_iter: int = 100_000) -> torch.Tensor:
     """Q* (S, A) by iterating the Bellman optimality backup until it moves less than ``tol``."""
-    return fixed_point(lambda q: model.R + gamma * model.C @ q.max(-1).values, model.R, tol, max_iter)
+    return fixed_point(lambda q: model.R + gamma * model.expected_next(q.max(-1).values), model.R, tol, max_iter)
 
 
 def soft_value_iteration(model: TabularModel, gamma: float, beta: float, ref_logprobs: torch.Tensor,
@@ -71,7 +79,7 @@ def soft_value_iteration(model: TabularModel, gamma: float, beta: float, ref_log
     """The KL-regularised optimum: Q* (S, A) of the soft backup to the reference policy pi0 (``ref_logprobs``
     (S, A)); the optimal policy is `langrl.rl.td.soft_policy`."""
     def backup(q: torch.Tensor) -> torch.Tensor:
-        return model.R + gamma * model.C @ (beta * torch.logsumexp(ref_logprobs + q / beta, -1))
+        return model.R + gamma * model.expected_next(beta * torch.logsumexp(ref_logprobs + q / beta, -1))
 
     return fixed_point(backup, model.R, tol, max_iter)
 
