@@ -58,7 +58,9 @@ def test_each_method_reaches_the_optimum(tmp_path, algorithm):
     # The importance-sampling estimate of log Z from the policy's own samples agrees with the exact one.
     last = rows[-10:]
     log_z_is = sum(r["bayes/log_z_is"] for r in last) / len(last)
-    assert log_z_is == pytest.approx(end["bayes/log_z"], abs=0.05)
+    # an importance-sampling estimate from 256 samples a step, averaged over 10 steps: its noise across
+    # machines (thread counts change the roundings and so the trajectory) reached 0.065 for PPO
+    assert log_z_is == pytest.approx(end["bayes/log_z"], abs=0.1)
     frontier = (result.run_dir / "frontier.json").read_text()
     assert '"optimal"' in frontier and '"best_of_n"' in frontier
 
