@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from langrl.config import AgentConfig, AnyConfig, ConfigSource, load_any_config
+from langrl.config import AnyConfig, ConfigSource, kind_of, load_any_config
 from langrl.run.harness import TrainResult, resolve_run_dir, run_name
 
 
 def train(config: ConfigSource, output: str | Path | None = None, resume: bool = False,
           overrides: list[str] | tuple[str, ...] = (), allow_config_change: bool = False) -> TrainResult:
-    """Train as ``config`` says, whatever its kind (``lm``: `langrl.lm.trainer.train`; ``agent``:
-    `langrl.agents.lm_agent.train_agent`).
+    """Train as ``config`` says, whatever its kind (`langrl.config.KINDS` names each kind's loop).
 
     ``config`` is a YAML path, a dict or a built config; without ``output`` the run goes to
     ``runs/<config name>-<timestamp>``. ``resume`` continues the run folder (the newest such run without
@@ -21,13 +20,9 @@ def train(config: ConfigSource, output: str | Path | None = None, resume: bool =
     """
     run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
     cfg = resumed_config(run_dir, config, overrides) if resume else load_any_config(config, overrides)
-    if isinstance(cfg, AgentConfig):
-        from langrl.agents.lm_agent import train_agent
-
-        return train_agent(cfg, output=run_dir, resume=resume, allow_config_change=allow_config_change)
-    from langrl.lm.trainer import train as train_lm
-
-    return train_lm(cfg, output=run_dir, resume=resume, allow_config_change=allow_config_change)
+    loop = kind_of(cfg).function("train")
+    result: TrainResult = loop(cfg, output=run_dir, resume=resume, allow_config_change=allow_config_change)
+    return result
 
 
 def resumed_config(run_dir: Path, config: ConfigSource, overrides: list[str] | tuple[str, ...]) -> AnyConfig:

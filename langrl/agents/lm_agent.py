@@ -33,7 +33,7 @@ from langrl.agents.lm_policy import LMPolicy
 from langrl.agents.scoring import score_actions
 from langrl.config.agent import AgentConfig, PPOSection, load_agent_config
 from langrl.envs.text.core import action_names, make_env
-from langrl.errors import NonFiniteError
+from langrl.errors import ConfigError, NonFiniteError
 from langrl.models import LM, Reference, apply_lora, load_lm
 from langrl.report.agent import summarise_agent, write_agent_report
 from langrl.rl.kl import kl_exact
@@ -310,6 +310,14 @@ def trained_config(path: str, cfg: AgentConfig) -> AgentConfig:
         log.warning("evaluating with the %s section(s) the run was trained with (%s), not the given config's",
                     " and ".join(differs), saved)
     return trained.model_copy(update={"eval": cfg.eval})
+
+
+def evaluate_kind(config: AgentConfig, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
+    """`langrl.evaluate` of ``kind: agent`` (``num_prompts`` does not apply)."""
+    if episodes is None and config.eval.episodes < 1:
+        raise ConfigError(f"eval.episodes = {config.eval.episodes}: evaluating needs at least 1 episode; "
+                          f"set eval.episodes in the config or pass --episodes N")
+    return evaluate_agent(config, model, episodes)
 
 
 def evaluate_agent(config: AgentConfig | dict[str, Any] | str | Path, model: str, episodes: int | None = None,

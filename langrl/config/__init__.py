@@ -2,18 +2,25 @@
 
 - ``kind: lm`` (:class:`Config`): RL fine-tuning of an LM on prompts with a reward (`langrl.lm`).
 - ``kind: agent`` (:class:`AgentConfig`): an LM acting in a Gymnasium text environment (`langrl.agents`).
+- ``kind: tabular``: tabular TD learning (Q-learning, SARSA, soft Q, ...) on a discrete environment.
+- ``kind: dqn``: DQN on a Gymnasium environment, numeric or text observations.
+- ``kind: offline``: learning an LM from a fixed dataset of scored texts (ILQL, filtered BC, RWR).
 
-A config without ``kind`` is an agent run when it has an ``env`` section and an LM run otherwise, so
-configs written before ``kind`` existed keep working; `config_kind` is the one place that decides.
+:data:`KINDS` is the one registry: for each kind, where its config, its training loop and its evaluation
+live (imported only when used). A config without ``kind`` is an agent run when it has an ``env`` section
+and an LM run otherwise, so configs written before ``kind`` existed keep working; `config_kind` is the one
+place that decides.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from langrl.config.agent import AgentConfig, agent_config_from_data, load_agent_config
+from langrl.config.agent import AgentConfig, load_agent_config
 from langrl.config.base import (
     LogConfig,
     LoraConfig,
@@ -35,17 +42,44 @@ from langrl.config.lm import (
     PromptsConfig,
     SamplingSection,
     TrainConfig,
-    lm_config_from_data,
     load_config,
 )
 from langrl.errors import ConfigError
 
-AnyConfig = Config | AgentConfig
-ConfigSource = AnyConfig | dict[str, Any] | str | Path
+AnyConfig = RunConfig  # every kind's config is a RunConfig with a ``kind`` field
+ConfigSource = RunConfig | dict[str, Any] | str | Path
 
-KINDS: dict[str, Callable[[dict[str, Any], Path | None], Any]] = {
-    "lm": lm_config_from_data,
-    "agent": agent_config_from_data,
+
+@dataclass(frozen=True)
+class Kind:
+    """Where one kind of run lives, as ``"module:function"`` names imported on use.
+
+    - ``config(data, base) -> config``: validate a raw mapping (``base``: the YAML's folder, for paths);
+    - ``train(config, output, resume, allow_config_change) -> TrainResult``;
+    - ``evaluate(config, model, num_prompts, episodes) -> dict``: JSON-able measurements of ``model`` (a
+      run folder, checkpoint or model name) on the config's task.
+    """
+
+    config: str
+    train: str
+    evaluate: str
+
+    def function(self, part: str) -> Callable[..., Any]:
+        module, name = getattr(self, part).split(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return fn
+
+
+KINDS: dict[str, Kind] = {
+    "lm": Kind("langrl.config.lm:lm_config_from_data", "langrl.lm.trainer:train", "langrl.lm.evaluate:evaluate_kind"),
+    "agent": Kind("langrl.config.agent:agent_config_from_data", "langrl.agents.lm_agent:train_agent",
+                  "langrl.agents.lm_agent:evaluate_kind"),
+    "tabular": Kind("langrl.config.tabular:tabular_config_from_data", "langrl.agents.tabular_run:train_tabular",
+                    "langrl.agents.tabular_run:evaluate_kind"),
+    "dqn": Kind("langrl.config.dqn:dqn_config_from_data", "langrl.agents.dqn_run:train_dqn_run",
+                "langrl.agents.dqn_run:evaluate_kind"),
+    "offline": Kind("langrl.config.offline:offline_config_from_data", "langrl.lm.offline:train_offline",
+                    "langrl.lm.offline:evaluate_kind"),
 }
 
 
@@ -59,18 +93,23 @@ def config_kind(data: dict[str, Any]) -> str:
 
 def load_any_config(source: ConfigSource, overrides: list[str] | tuple[str, ...] = ()) -> AnyConfig:
     """Read any kind of config (YAML path, dict, or a built config), apply overrides, validate."""
-    if isinstance(source, (Config, AgentConfig)):
+    if isinstance(source, RunConfig):
         if overrides:
             raise ConfigError("overrides need a YAML path or a dict, not an already built config")
         return source
     data, base = read_config_data(source, overrides)
-    config: AnyConfig = KINDS[config_kind(data)](data, base)
+    config: AnyConfig = KINDS[config_kind(data)].function("config")(data, base)
     return config
+
+
+def kind_of(config: RunConfig) -> Kind:
+    """The registry entry of a built config."""
+    return KINDS[config.kind]
 
 
 __all__ = [
     "ActorCriticConfig", "AgentConfig", "AnyConfig", "BayesConfig", "Config", "ConfigSource", "DPGConfig",
-    "KLConfig", "LogConfig", "LoraConfig", "OptimConfig", "PromptsConfig", "RunConfig", "SamplingSection",
-    "Section", "TrainConfig", "config_kind", "config_to_yaml", "load_agent_config", "load_any_config",
-    "load_config", "read_config_data", "format_errors", "set_override",
+    "KINDS", "KLConfig", "Kind", "LogConfig", "LoraConfig", "OptimConfig", "PromptsConfig", "RunConfig",
+    "SamplingSection", "Section", "TrainConfig", "config_kind", "config_to_yaml", "load_agent_config",
+    "load_any_config", "kind_of", "load_config", "read_config_data", "format_errors", "set_override",
 ]

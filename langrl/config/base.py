@@ -36,7 +36,10 @@ class Section(BaseModel):
 
 
 class RunConfig(Section):
-    """The fields every run has. Each kind of run adds ``kind`` (the discriminator) and its sections."""
+    """The fields every run has. Each kind of run narrows ``kind`` (the discriminator, a key of
+    `langrl.config.KINDS`) to its own literal and adds its sections."""
+
+    kind: str = Field(description="the kind of run")
 
     model: str = Field("smollm2-135m-instruct", description="embedded short name, hub id, local folder, "
                                                             "or 'tiny' / 'toy' (random models built in-process)")

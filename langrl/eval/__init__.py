@@ -4,34 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from langrl.config import AgentConfig, ConfigSource, load_any_config
+from langrl.config import ConfigSource, kind_of, load_any_config
 from langrl.errors import ConfigError
 
 
 def evaluate(config: ConfigSource, model: str, overrides: list[str] | tuple[str, ...] = (),
              num_prompts: int = 16, episodes: int | None = None) -> dict[str, Any]:
-    """Evaluate ``model`` on the task of ``config``.
+    """Evaluate ``model`` on the task of ``config`` (each kind's evaluation is named in `langrl.config.KINDS`).
 
-    - ``kind: lm``: mean reward and KL to the config's model over the first ``num_prompts`` prompts
-      (`langrl.lm.evaluate.evaluate_lm`);
-    - ``kind: agent``: success rate and mean return over ``episodes`` held-out seeds (default the
-      config's ``eval.episodes``); ``model`` may be a run folder (`langrl.agents.lm_agent.evaluate_agent`).
+    - ``kind: lm`` / ``offline``: mean reward and KL to the config's model over the first ``num_prompts``
+      prompts;
+    - ``kind: agent`` / ``tabular`` / ``dqn``: mean return (and success rate where the environment has
+      one) over ``episodes`` held-out seeds (default the config's ``eval.episodes``); ``model`` is a run
+      folder or checkpoint (for ``agent`` also a model name: the zero-shot prior).
     """
     if num_prompts < 1:
         raise ConfigError(f"num_prompts (--num-prompts) = {num_prompts}: evaluate at least 1 prompt")
     if episodes is not None and episodes < 1:
         raise ConfigError(f"episodes (--episodes) = {episodes}: evaluate at least 1 episode")
     cfg = load_any_config(config, overrides)
-    if isinstance(cfg, AgentConfig):
-        from langrl.agents.lm_agent import evaluate_agent
-
-        if episodes is None and cfg.eval.episodes < 1:
-            raise ConfigError(f"eval.episodes = {cfg.eval.episodes}: evaluating needs at least 1 episode; "
-                              f"set eval.episodes in the config or pass --episodes N")
-        return evaluate_agent(cfg, model, episodes)
-    from langrl.lm.evaluate import evaluate_lm
-
-    return evaluate_lm(cfg, model, num_prompts)
+    result: dict[str, Any] = kind_of(cfg).function("evaluate")(cfg, model, num_prompts=num_prompts,
+                                                                 episodes=episodes)
+    return result
 
 
 __all__ = ["evaluate"]

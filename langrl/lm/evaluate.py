@@ -17,6 +17,11 @@ from langrl.rollout import SamplingConfig
 from langrl.run import seeds
 
 
+def evaluate_kind(config: Config, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
+    """`langrl.evaluate` of ``kind: lm`` (``episodes`` does not apply)."""
+    return evaluate_lm(config, model, num_prompts)
+
+
 def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_prompts: int = 16,
                 overrides: list[str] | tuple[str, ...] = (), samples_shown: int = 8) -> dict[str, Any]:
     """Sample ``sampling.group_size`` completions for the first ``num_prompts`` prompts of the config with

@@ -31,20 +31,26 @@ STEP_DIR = re.compile(r"^step-(\d+)$")
 MANIFEST = "COMPLETE"
 
 
-def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    optimizer: torch.optim.Optimizer, state: dict[str, Any], keep: int,
+def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel | None,
+                    tokenizer: PreTrainedTokenizerBase | None, optimizer: torch.optim.Optimizer | None,
+                    state: dict[str, Any], keep: int,
                     modules: dict[str, nn.Module] | None = None, objects: dict[str, Any] | None = None) -> Path:
     """Write ``checkpoints/step-{step}`` atomically, then drop all but the ``keep`` newest.
 
     ``modules`` (an algorithm's value head, critic or proposal) go to ``<name>.safetensors``; ``objects``
     (state that is not tensors, such as the environments of an agent run mid-episode) to ``<name>.pkl``.
+    A run without an LM (a Q-table, a DQN's network in ``modules``) passes ``model`` and ``tokenizer`` None;
+    one without an optimizer passes ``optimizer`` None.
     """
     final = run_dir / "checkpoints" / f"step-{step}"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if model is not None:
+            model.save_pretrained(tmp)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if optimizer is not None:
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(torch.get_rng_state(), tmp / "rng.pt")
         for name, module in (modules or {}).items():
             save_model(module, str(tmp / f"{name}.safetensors"))
@@ -155,18 +161,31 @@ def load_objects(path: Path, names: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
+def load_checkpoint(path: Path, model: PreTrainedModel | None, optimizer: torch.optim.Optimizer | None,
                     modules: dict[str, nn.Module] | None = None) -> dict[str, Any]:
     """Verify ``path`` (every file, and finite weights), then restore the trainable weights, extra modules,
     optimizer and RNG; return the trainer state. Nothing is changed when a file is bad."""
     verify_checkpoint(path)
     adapter = path / "adapter_model.safetensors"
-    weights = load_tensors(adapter if adapter.exists() else path / "model.safetensors")
+    weights = None if model is None else load_tensors(adapter if adapter.exists() else path / "model.safetensors")
     for name in modules or {}:
         load_tensors(path / f"{name}.safetensors")  # readable and finite before anything is changed
-    optimizer_state = load_torch(path / "optimizer.pt")
+    optimizer_state = None if optimizer is None else load_torch(path / "optimizer.pt")
     rng = load_torch(path / "rng.pt")
-    if adapter.exists():
+    if model is not None and weights is not None:
+        load_model_weights(path, model, weights, adapter.exists())
+    for name, module in (modules or {}).items():
+        load_model(module, str(path / f"{name}.safetensors"))  # re-ties shared weights save_model stored once
+    if optimizer is not None and optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    torch.set_rng_state(rng)
+    state: dict[str, Any] = json.loads((path / "trainer_state.json").read_text())
+    return state
+
+
+def load_model_weights(path: Path, model: PreTrainedModel, weights: dict[str, torch.Tensor], adapter: bool) -> None:
+    """The policy's weights (or its LoRA adapter's) into ``model``."""
+    if adapter:
         from peft import set_peft_model_state_dict
 
         set_peft_model_state_dict(model, weights)
@@ -176,12 +195,6 @@ def load_checkpoint(path: Path, model: PreTrainedModel, optimizer: torch.optim.O
         if unexpected or [k for k in missing if "lm_head" not in k]:
             raise CheckpointError(f"checkpoint {path} does not match the model: missing {missing}, "
                                   f"unexpected {unexpected}")
-    for name, module in (modules or {}).items():
-        load_model(module, str(path / f"{name}.safetensors"))  # re-ties shared weights save_model stored once
-    optimizer.load_state_dict(optimizer_state)
-    torch.set_rng_state(rng)
-    state: dict[str, Any] = json.loads((path / "trainer_state.json").read_text())
-    return state
 
 
 def finite_parameters(params: list[nn.Parameter]) -> bool:

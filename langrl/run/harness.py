@@ -72,12 +72,13 @@ class TrainResult:
 
 @dataclass
 class Checkpointed:
-    """What a checkpoint of a run holds: the policy (and tokenizer), the optimizer, extra modules (value
-    heads, critics, proposals: safetensors) and picklable objects (environments mid-episode)."""
+    """What a checkpoint of a run holds: the policy LM (and tokenizer), the optimizer, extra modules (value
+    heads, critics, Q-networks: safetensors) and picklable objects (environments mid-episode, Q-tables).
+    A run without an LM or without an optimizer leaves those None."""
 
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    optimizer: torch.optim.Optimizer
+    model: PreTrainedModel | None
+    tokenizer: PreTrainedTokenizerBase | None
+    optimizer: torch.optim.Optimizer | None
     modules: dict[str, nn.Module] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
 
@@ -276,7 +277,7 @@ class RunHarness:
         """Write ``checkpoints/step-{step}`` (atomically) with the trainer ``state``; never non-finite
         weights, and a full disk is a clear error with the previous checkpoints intact."""
         p = self.parts
-        params = [q for q in p.model.parameters() if q.requires_grad]
+        params = [] if p.model is None else [q for q in p.model.parameters() if q.requires_grad]
         params += [q for m in p.modules.values() for q in m.parameters() if q.requires_grad]
         if not finite_parameters(params):
             raise NonFiniteError(f"step {step}: the weights are not finite; not checkpointed (the last "
