@@ -1,4 +1,4 @@
-"""``langrl train | generate | eval | report``."""
+"""``langrl train | generate | eval | report | config show|schema | list | env``."""
 
 from __future__ import annotations
 
@@ -8,17 +8,34 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from langrl.errors import LangrlError
 
 
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.default is None or action.default is False
+                or action.default == [] or action.default == argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def add_command(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(name, formatter_class=HelpWithDefaults, help=help)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="langrl",
+    parser = argparse.ArgumentParser(prog="langrl", formatter_class=HelpWithDefaults,
                                      description="Reinforcement learning with language models.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="fine-tune a policy as a YAML config says (a config with an "
-                                         "'env' section trains an LM agent in that environment)")
+    train = add_command(sub, "train", help="train as a YAML config says; its 'kind' (lm, agent, tabular, dqn, offline) "
+                                "picks the loop (langrl list shows them)")
     train.add_argument("config", help="YAML config, e.g. configs/positive_sentiment.yaml")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override any config key, e.g. --set steps=3 --set kl.coef=0.1 (repeatable)")
@@ -28,8 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--allow-config-change", action="store_true",
                        help="with --resume: accept --set overrides that change the run's saved config beyond "
                             "what is safe mid-run (the change and its step are recorded in config_changes.jsonl)")
+    train.add_argument("--smoke", action="store_true", help="shrink the config to a run of seconds (the kind's "
+                                                            "smoke overrides, before --set): checks a config works")
 
-    gen = sub.add_parser("generate", help="sample completions from a model")
+    gen = add_command(sub, "generate", help="sample completions from a model")
     gen.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, hub id or folder")
     gen.add_argument("--prompt", required=True, action="append", help="prompt text (repeatable)")
     gen.add_argument("--max-new-tokens", type=int, default=64, help="completion length cap, >= 1")
@@ -38,18 +57,36 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0 disables it")
     gen.add_argument("--n", type=int, default=1, help="completions per prompt")
     gen.add_argument("--no-chat", action="store_true", help="do not wrap prompts in the chat template")
-    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
 
-    ev = sub.add_parser("eval", help="mean reward and KL to the reference of a model, as JSON")
-    ev.add_argument("config", help="YAML config giving the task (prompts, reward, sampling, reference)")
-    ev.add_argument("--model", required=True, help="the policy: a checkpoint folder, embedded name or hub id")
-    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    ev.add_argument("--num-prompts", type=int, default=16, help="how many of the config's prompts")
-    ev.add_argument("--episodes", type=int, help="agent configs (with 'env'): held-out episodes (default: "
-                                                 "the config's eval.episodes); MODEL may be a run folder")
+    ev = add_command(sub, "eval", help="measure a model on a config's task, as JSON (lm: "
+                        "mean reward and KL; agent, tabular, dqn: mean return and success rate)")
+    ev.add_argument("config", help="YAML config giving the task")
+    ev.add_argument("--model", required=True, help="the policy: a run folder, a checkpoint folder, an embedded "
+                                                   "name or a hub id")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config key (repeatable)")
+    ev.add_argument("--num-prompts", type=int, default=16, help="lm runs: how many of the config's prompts")
+    ev.add_argument("--episodes", type=int, help="runs in an environment: held-out episodes (default: the "
+                                                 "config's eval.episodes)")
 
-    report = sub.add_parser("report", help="(re)write report.png and report.md of a run folder")
-    report.add_argument("run_dir")
+    report = add_command(sub, "report", help="(re)write report.png and report.md of a run")
+    report.add_argument("run_dir", help="the run folder")
+
+    config = add_command(sub, "config", help="show a resolved config or a kind's schema")
+    what = config.add_subparsers(dest="config_command", required=True)
+    show = add_command(what, "show", help="the config after defaults and --set, each key "
+                                                              "with its description")
+    show.add_argument("config", help="YAML config")
+    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override any config key (repeatable)")
+    schema = add_command(what, "schema", help="the JSON schema of a kind of config")
+    schema.add_argument("kind", nargs="?", default="lm", help="lm, agent, tabular, dqn or offline")
+
+    add_command(sub, "list", help="the kinds of run, algorithms, rewards, environments and "
+                                                      "bundled configs")
+    add_command(sub, "env", help="versions, device and threads: what to paste into a bug "
+                                                     "report")
     return parser
 
 
@@ -88,11 +125,15 @@ def quiet_library_progress_bars() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from langrl.api import train
 
-    result = train(args.config, output=args.output, resume=args.resume, overrides=args.overrides,
+    overrides = [*smoke_overrides(args.config), *args.overrides] if args.smoke else args.overrides
+    result = train(args.config, output=args.output, resume=args.resume, overrides=overrides,
                    allow_config_change=args.allow_config_change)
     s = result.summary
     print(f"\nrun folder: {result.run_dir}")
-    if "phases" in s:  # an agent run
+    if "headline" in s:  # runs that say what matters in their own words
+        for line in s["headline"]:
+            print(line)
+    elif "phases" in s:  # an agent run
         for phase, r in s["phases"].items():
             print(f"{phase}: success rate {fmt(r['success_rate'])}, mean return {fmt(r['mean_return'])} "
                   f"at {int(r['env_steps'])} env steps")
@@ -101,6 +142,13 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"final kl/ref {fmt(s['kl_final'])} nats; {fmt(s['step_s_median'])} s/step")
     print(f"report: {result.run_dir / 'report.md'}")
     return 0
+
+
+def smoke_overrides(config: str) -> list[str]:
+    """The ``--smoke`` overrides of the config's kind."""
+    from langrl.config import KINDS, config_kind, read_config_data
+
+    return list(KINDS[config_kind(read_config_data(config)[0])].smoke)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -169,11 +217,45 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from langrl.config import KINDS, load_any_config
+    from langrl.config.describe import schema, show
+
+    if args.config_command == "show":
+        print(show(load_any_config(args.config, args.overrides)))
+        return 0
+    if args.kind not in KINDS:
+        from langrl.errors import ConfigError
+
+        raise ConfigError(f"kind = {args.kind!r}: unknown kind of run; allowed: {', '.join(KINDS)}")
+    print(json.dumps(schema(args.kind), indent=2))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from langrl.inventory import inventory
+
+    for title, items in inventory().items():
+        print(f"{title}:")
+        for name, note in items:
+            print(f"  {name:<34} {note}" if note else f"  {name}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from langrl.inventory import environment
+
+    for key, value in environment().items():
+        print(f"{key}: {value}")
+    return 0
+
+
 def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "report": cmd_report}
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "report": cmd_report,
+            "config": cmd_config, "list": cmd_list, "env": cmd_env}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -63,6 +63,7 @@ class Kind:
     config: str
     train: str
     evaluate: str
+    smoke: tuple[str, ...] = ()  # ``--set`` overrides that shrink any config of this kind to seconds
 
     def function(self, part: str) -> Callable[..., Any]:
         module, name = getattr(self, part).split(":")
@@ -71,9 +72,14 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "lm": Kind("langrl.config.lm:lm_config_from_data", "langrl.lm.trainer:train", "langrl.lm.evaluate:evaluate_kind"),
+    "lm": Kind("langrl.config.lm:lm_config_from_data", "langrl.lm.trainer:train", "langrl.lm.evaluate:evaluate_kind",
+               smoke=("steps=2", "prompts.per_step=2", "sampling.group_size=2", "sampling.max_new_tokens=4",
+                      "log.checkpoint_every=2", "log.sample_every=1")),
     "agent": Kind("langrl.config.agent:agent_config_from_data", "langrl.agents.lm_agent:train_agent",
-                  "langrl.agents.lm_agent:evaluate_kind"),
+                  "langrl.agents.lm_agent:evaluate_kind",
+                  smoke=("env.num_envs=2", "ppo.n_steps=2", "ppo.env_steps=8", "ppo.minibatch_size=4",
+                         "ppo.epochs=1", "imitation.episodes=2", "imitation.epochs=1", "eval.episodes=2",
+                         "eval.parallel=2", "log.checkpoint_every=1")),
     "tabular": Kind("langrl.config.tabular:tabular_config_from_data", "langrl.agents.tabular_run:train_tabular",
                     "langrl.agents.tabular_run:evaluate_kind"),
     "dqn": Kind("langrl.config.dqn:dqn_config_from_data", "langrl.agents.dqn_run:train_dqn_run",
