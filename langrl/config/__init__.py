@@ -5,6 +5,7 @@
 - ``kind: tabular``: tabular TD learning (Q-learning, SARSA, soft Q, ...) on a discrete environment.
 - ``kind: dqn``: DQN on a Gymnasium environment, numeric or text observations.
 - ``kind: offline``: learning an LM from a fixed dataset of scored texts (ILQL, filtered BC, RWR).
+- ``kind: plan``: planning with a world model (MCTS, beam search), fitting an LM world model, Dyna.
 
 :data:`KINDS` is the one registry: for each kind, where its config, its training loop and its evaluation
 live (imported only when used). A config without ``kind`` is an agent run when it has an ``env`` section
@@ -84,6 +85,8 @@ KINDS: dict[str, Kind] = {
                     "langrl.agents.tabular_run:evaluate_kind"),
     "dqn": Kind("langrl.config.dqn:dqn_config_from_data", "langrl.agents.dqn_run:train_dqn_run",
                 "langrl.agents.dqn_run:evaluate_kind"),
+    "plan": Kind("langrl.config.plan:plan_config_from_data", "langrl.planning.run:train_plan",
+                 "langrl.planning.run:evaluate_kind"),
     "offline": Kind("langrl.config.offline:offline_config_from_data", "langrl.lm.offline:train_offline",
                     "langrl.lm.offline:evaluate_kind"),
 }
