@@ -14,11 +14,13 @@ from langrl.errors import ConfigError, LangrlError, RewardError
 from langrl.eval import evaluate
 from langrl.models import LM, load_lm, tiny_lm
 from langrl.rewards import RewardFn, build_reward, score
+from langrl.run.callbacks import Callback, EarlyStopping, StopAtThreshold
 from langrl.run.harness import TrainResult
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LM", "AgentConfig", "Config", "ConfigError", "LangrlError", "RewardError", "RewardFn", "TrainResult",
+    "LM", "AgentConfig", "Callback", "Config", "ConfigError", "EarlyStopping", "StopAtThreshold",
+    "LangrlError", "RewardError", "RewardFn", "TrainResult",
     "build_reward", "evaluate", "load_any_config", "load_config", "load_lm", "score", "tiny_lm", "train",
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from langrl.config import AnyConfig, ConfigSource, kind_of, load_any_config
+from langrl.run.callbacks import Callback
 from langrl.run.harness import TrainResult, resolve_run_dir, run_name
 
 
 def train(config: ConfigSource, output: str | Path | None = None, resume: bool = False,
-          overrides: list[str] | tuple[str, ...] = (), allow_config_change: bool = False) -> TrainResult:
+          overrides: list[str] | tuple[str, ...] = (), allow_config_change: bool = False,
+          callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train as ``config`` says, whatever its kind (`langrl.config.KINDS` names each kind's loop).
 
     ``config`` is a YAML path, a dict or a built config; without ``output`` the run goes to
@@ -17,11 +20,13 @@ def train(config: ConfigSource, output: str | Path | None = None, resume: bool =
     ``output``) from its last intact checkpoint: the run's saved ``config.yaml`` is the source of truth
     (a YAML ``config`` is replaced by it, with ``overrides`` applied), and changes beyond ``steps``
     (upward) and ``log.*`` are refused unless ``allow_config_change`` (then recorded in the run folder).
+    ``callbacks`` (`langrl.run.callbacks.Callback`) see every logged step and may stop the run early.
     """
     run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
     cfg = resumed_config(run_dir, config, overrides) if resume else load_any_config(config, overrides)
     loop = kind_of(cfg).function("train")
-    result: TrainResult = loop(cfg, output=run_dir, resume=resume, allow_config_change=allow_config_change)
+    result: TrainResult = loop(cfg, output=run_dir, resume=resume, allow_config_change=allow_config_change,
+                               callbacks=callbacks)
     return result
 
 

@@ -42,6 +42,7 @@ from langrl.rl.returns import gae, whiten
 from langrl.rollout.env_steps import ReferenceScorer, StepRollout, VecState, collect_steps, start_envs
 from langrl.rollout.episodes import Episode, run_episodes, summarise_episodes
 from langrl.run import seeds
+from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import list_checkpoints
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.logger import RunLogger
@@ -157,9 +158,9 @@ def reference_scorer(policy: LMPolicy, reference: Reference) -> ReferenceScorer:
 
 def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str | Path | None = None,
                 resume: bool = False, overrides: list[str] | tuple[str, ...] = (),
-                allow_config_change: bool = False) -> TrainResult:
+                allow_config_change: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train an LM agent as ``config`` (``kind: agent``) says: zero-shot evaluation, cloning, PPO,
-    evaluation, report.
+    evaluation, report. ``callbacks`` see every PPO update (`langrl.run.callbacks`).
 
     The run folder holds ``config.yaml``, ``metrics.jsonl`` (one row per PPO update with ``env/steps``;
     rows at step 0 for the prior, the demonstrations and cloning), checkpoints (with the environments'
@@ -183,7 +184,7 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
     optimizer = build_optimizer(trainable(policy), cfg.optim)
     envs = start_envs(make, cfg.env.num_envs, policy.window, seeds.derive_seed(cfg.seed, "envs"))
     parts = Checkpointed(policy.model, lm.tokenizer, optimizer, {"value_head": policy.head}, {"envs": envs})
-    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change) as harness:
+    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
         state = harness.restore() if resume else {}
         with harness.session(total=cfg.updates, desc="ppo") as logger:
             if not state:
@@ -247,7 +248,7 @@ def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimiz
     env_steps = int(state.get("env_steps", 0))
     clock = time.perf_counter() - float(state.get("elapsed_s", 0.0))
     last: dict[str, float] = {}
-    for update in range(harness.start + 1, updates + 1):
+    for update in harness.steps(updates):
         set_lr(optimizer, cfg.optim, update, updates)
         generator = seeds.generator(cfg.seed, "agent_step", update)
         t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,6 +30,7 @@ from langrl.rewards import RewardFn, build_reward
 from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.rollout import SamplingConfig, TokenRollout, sample
 from langrl.run import seeds
+from langrl.run.callbacks import Callback
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.io import atomic_write_json, read_jsonl
 from langrl.run.logger import RunLogger
@@ -58,8 +59,9 @@ class Run:
 
 def train(config: Config | dict[str, Any] | str | Path, output: str | Path | None = None,
           resume: bool = False, overrides: list[str] | tuple[str, ...] = (),
-          allow_config_change: bool = False) -> TrainResult:
+          allow_config_change: bool = False, callbacks: Sequence[Callback] = ()) -> TrainResult:
     """Train a policy on prompts as ``config`` (``kind: lm``) says; return the run folder and final metrics.
+    ``callbacks`` see every step and may stop the run early (`langrl.run.callbacks`).
 
     ``config`` is a :class:`Config`, a dict, or a YAML path. Without ``output`` the run goes to
     ``runs/<config name>-<timestamp>``; with ``resume`` (and no ``output``) the newest such folder is
@@ -69,7 +71,7 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
     run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
     run = build_run(cfg)
     parts = Checkpointed(run.policy, run.tokenizer, run.optimizer, run.algorithm.modules())
-    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change) as harness:
+    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
         if resume:
             run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
         last = train_steps(run, harness)
@@ -87,7 +89,7 @@ def train_steps(run: Run, harness: RunHarness) -> dict[str, float]:
             atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
         if harness.start == 0:
             log_eval_samples(run, logger, "before", 0)
-        for step in range(harness.start + 1, cfg.steps + 1):
+        for step in harness.steps(cfg.steps):
             try:
                 last, texts = train_step(run, step)
             except NonFiniteError as e:

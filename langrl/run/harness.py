@@ -1,9 +1,9 @@
 """The run harness: what every training loop does around its steps, written once.
 
-    with RunHarness(run_dir, config, log, parts) as harness:   # locks the folder, cleans crashed writes
+    with RunHarness(run_dir, config, log, parts, callbacks=callbacks) as harness:  # locks, cleans crashes
         state = harness.restore() if resume else {}              # newest intact checkpoint -> parts
         with harness.session(total=steps, desc="train") as logger:
-            for step in range(harness.start + 1, steps + 1):
+            for step in harness.steps(steps):                   # ends early when a callback asks
                 metrics = ...; harness.log(logger, step, metrics)     # non-finite core metrics stop here
                 if harness.due(step, steps): harness.checkpoint(step, state)
 
@@ -21,7 +21,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config.base import LogConfig, config_to_yaml
 from langrl.errors import CheckpointError, ConfigError, LangrlError, NonFiniteError
+from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import (
     clean_stale,
     finite_parameters,
@@ -185,9 +186,12 @@ class RunHarness:
     """
 
     def __init__(self, run_dir: Path, config: BaseModel, log_config: LogConfig, parts: Checkpointed,
-                 allow_config_change: bool = False):
+                 allow_config_change: bool = False, callbacks: Sequence[Callback] = ()):
         self.run_dir, self.config, self.log_config, self.parts = Path(run_dir), config, log_config, parts
         self.allow_config_change = allow_config_change
+        self.callbacks = list(callbacks)
+        self.stop_requested = False
+        self.last_step = 0
         self.start = 0
         self.bar: Any = None
         self.lock = RunLock(self.run_dir)
@@ -247,6 +251,7 @@ class RunHarness:
             append_jsonl(self.run_dir / "config_changes.jsonl",
                          {"step": self.start, "changes": {k: list(v) for k, v in self.changes.items()}})
         atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
+        self.last_step = self.start
         self.bar = tqdm(total=total, initial=self.start, desc=desc, disable=not self.log_config.progress,
                         dynamic_ncols=True)
         try:
@@ -254,15 +259,31 @@ class RunHarness:
                 yield logger
         finally:
             self.bar.close()
+        for callback in self.callbacks:  # only after a loop that ended without an error
+            callback.on_train_end(self.last_step, self.stop_requested)
+
+    def steps(self, last: int) -> Iterator[int]:
+        """The steps still to run, ``start + 1 .. last``; ends after a step a callback asked to stop at."""
+        for step in range(self.start + 1, last + 1):
+            yield step
+            if self.stop_requested:
+                return
 
     def log(self, logger: RunLogger, step: int, metrics: dict[str, float]) -> None:
-        """Log one step's metrics, after checking the core ones are finite (else stop the run)."""
+        """Log one step's metrics, after checking the core ones are finite (else stop the run); then the
+        callbacks' ``on_step_end``."""
         bad = {k: v for k, v in metrics.items() if CORE_METRICS.match(k) and not math.isfinite(v)}
         if bad:
             raise NonFiniteError(f"step {step}: {describe_values(bad)} is not finite; the step was not logged "
                                  f"or checkpointed (the last checkpoint is intact): lower optim.lr or check "
                                  f"the reward")
         logger.log_metrics(step, metrics)
+        self.last_step = step
+        for callback in self.callbacks:
+            if callback.on_step_end(step, dict(metrics)):
+                if not self.stop_requested:
+                    log.warning("step %d: %s asked to stop the run", step, type(callback).__name__)
+                self.stop_requested = True
 
     def advance(self, **postfix: float) -> None:
         """One step done: move the progress bar and show the headline metrics."""
@@ -270,8 +291,9 @@ class RunHarness:
         self.bar.update(1)
 
     def due(self, step: int, last: int) -> bool:
-        """Whether ``step`` gets a checkpoint: every ``log.checkpoint_every`` steps and the last one."""
-        return step % self.log_config.checkpoint_every == 0 or step == last
+        """Whether ``step`` gets a checkpoint: every ``log.checkpoint_every`` steps, the last one, and one
+        a callback stopped the run at."""
+        return step % self.log_config.checkpoint_every == 0 or step == last or self.stop_requested
 
     def checkpoint(self, step: int, state: dict[str, Any]) -> Path:
         """Write ``checkpoints/step-{step}`` (atomically) with the trainer ``state``; never non-finite
@@ -283,7 +305,7 @@ class RunHarness:
             raise NonFiniteError(f"step {step}: the weights are not finite; not checkpointed (the last "
                                  f"checkpoint is intact): lower optim.lr")
         try:
-            return save_checkpoint(self.run_dir, step, p.model, p.tokenizer, p.optimizer, state,
+            path = save_checkpoint(self.run_dir, step, p.model, p.tokenizer, p.optimizer, state,
                                    self.log_config.keep_checkpoints, p.modules, p.objects)
         except OSError as e:
             if e.errno == errno.ENOSPC:
@@ -291,6 +313,9 @@ class RunHarness:
                                   f"checkpoint (nothing half-written is kept); free space or lower "
                                   f"log.keep_checkpoints, then --resume") from None
             raise
+        for callback in self.callbacks:
+            callback.on_checkpoint(step, path)
+        return path
 
 
 def describe_values(values: dict[str, float]) -> str:
