@@ -1,4 +1,4 @@
-"""``langrl train | generate | eval | report | config show|schema | list | env``."""
+"""``langrl train | generate | eval | report | export | config show|schema | list | env``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = add_command(sub, "report", help="(re)write report.png and report.md of a run")
     report.add_argument("run_dir", help="the run folder")
+
+    export = add_command(sub, "export", help="write a trained model as a standalone Hugging Face folder with a "
+                                             "model card (and push it to the Hub)")
+    export.add_argument("source", help="a run folder (its newest intact checkpoint) or a checkpoint folder")
+    export.add_argument("out", help="the new folder to write (must not exist, or be empty)")
+    export.add_argument("--merge-lora", action="store_true", help="merge a LoRA adapter into the base: plain "
+                                                                  "transformers weights, no peft needed")
+    export.add_argument("--push-to-hub", metavar="USER/NAME", help="then upload the folder to this Hub repo")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
 
     config = add_command(sub, "config", help="show a resolved config or a kind's schema")
     what = config.add_subparsers(dest="config_command", required=True)
@@ -217,6 +226,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from langrl.export import export_run
+
+    print(export_run(args.source, args.out, merge_lora=args.merge_lora, push_to_hub=args.push_to_hub,
+                     private=args.private))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from langrl.config import KINDS, load_any_config
     from langrl.config.describe import schema, show
@@ -255,7 +272,7 @@ def fmt(value: float | None) -> str:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "report": cmd_report,
-            "config": cmd_config, "list": cmd_list, "env": cmd_env}
+            "export": cmd_export, "config": cmd_config, "list": cmd_list, "env": cmd_env}
 
 if __name__ == "__main__":
     sys.exit(main())

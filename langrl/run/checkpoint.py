@@ -45,7 +45,10 @@ def save_checkpoint(run_dir: Path, step: int, model: PreTrainedModel | None,
     final = run_dir / "checkpoints" / f"step-{step}"
     final.parent.mkdir(parents=True, exist_ok=True)
     with atomic_dir(final) as tmp:
-        if model is not None:
+        if model is not None and hasattr(model, "peft_config"):
+            # the adapter only; without this PEFT asks the Hub about the base on every save
+            model.save_pretrained(tmp, save_embedding_layers=False)
+        elif model is not None:
             model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

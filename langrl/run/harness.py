@@ -255,7 +255,8 @@ class RunHarness:
         self.bar = tqdm(total=total, initial=self.start, desc=desc, disable=not self.log_config.progress,
                         dynamic_ncols=True)
         try:
-            with RunLogger(self.run_dir, start_step=self.start, tensorboard=self.log_config.tensorboard) as logger:
+            with RunLogger(self.run_dir, start_step=self.start, report_to=self.log_config.report_to,
+                           config=self.config.model_dump(mode="json"), wandb_mode=self.log_config.wandb_mode) as logger:
                 yield logger
         finally:
             self.bar.close()
