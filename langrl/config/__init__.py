@@ -78,9 +78,9 @@ KINDS: dict[str, Kind] = {
                       "log.checkpoint_every=2", "log.sample_every=1")),
     "agent": Kind("langrl.config.agent:agent_config_from_data", "langrl.agents.lm_agent:train_agent",
                   "langrl.agents.lm_agent:evaluate_kind",
-                  smoke=("env.num_envs=2", "ppo.n_steps=2", "ppo.env_steps=8", "ppo.minibatch_size=4",
-                         "ppo.epochs=1", "imitation.episodes=2", "imitation.epochs=1", "eval.episodes=2",
-                         "eval.parallel=2", "log.checkpoint_every=1")),
+                  smoke=("env.num_envs=2", "env.max_episode_steps=8", "ppo.n_steps=2", "ppo.env_steps=8",
+                         "ppo.minibatch_size=4", "ppo.epochs=1", "imitation.episodes=2", "imitation.epochs=1",
+                         "eval.episodes=2", "eval.parallel=2", "log.checkpoint_every=1")),
     "tabular": Kind("langrl.config.tabular:tabular_config_from_data", "langrl.agents.tabular_run:train_tabular",
                     "langrl.agents.tabular_run:evaluate_kind"),
     "dqn": Kind("langrl.config.dqn:dqn_config_from_data", "langrl.agents.dqn_run:train_dqn_run",
@@ -88,7 +88,9 @@ KINDS: dict[str, Kind] = {
     "plan": Kind("langrl.config.plan:plan_config_from_data", "langrl.planning.run:train_plan",
                  "langrl.planning.run:evaluate_kind"),
     "offline": Kind("langrl.config.offline:offline_config_from_data", "langrl.lm.offline:train_offline",
-                    "langrl.lm.offline:evaluate_kind"),
+                    "langrl.lm.offline:evaluate_kind",
+                    smoke=("steps=2", "train.batch_size=4", "decode.samples=1", "decode.eval_prompts=1",
+                           "decode.max_new_tokens=4", "log.checkpoint_every=2")),
 }
 
 
