@@ -6,6 +6,7 @@ import argparse
 import errno
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -124,7 +125,9 @@ USER_OS_ERRORS = (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT)
 
 
 def quiet_library_progress_bars() -> None:
-    """transformers draws a bar for every weight load and save; the CLI shows only its own."""
+    """transformers draws a bar for every weight load and save, datasets one for every split it prepares;
+    the CLI shows only its own."""
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from langrl.config.base import (
     KLBase,
@@ -21,20 +21,64 @@ from langrl.rewards import RewardSpec, parse_reward_spec
 
 
 class PromptsConfig(Section):
-    """Where prompts come from. Each line of ``file`` (or each item of ``items``) fills ``template``."""
+    """Where prompts come from: one source (``file``, ``dataset`` or ``items``), how a row becomes a prompt
+    (``column``, ``template``, ``system``, ``chat``), and which prompts are held out for evaluation
+    (at most one of ``eval_file``, ``eval_split``, ``eval_fraction``).
 
-    file: str | None = Field(None, description="text file, one item per line; relative to the config "
-                                               "file, the working directory, or langrl's data folder")
+    A file's format follows its extension: ``.jsonl``/``.json``, ``.csv``/``.tsv``, ``.parquet``, a folder
+    (a `datasets` folder saved with ``save_to_disk``, or a folder of data files); any other file is text,
+    one prompt per line. Every column of a row reaches a reward that declares it as a keyword argument.
+    """
+
+    file: str | None = Field(None, description="text (one item per line), .jsonl, .json, .csv, .tsv, .parquet, "
+                                               "or a datasets folder; relative to the config file, the working "
+                                               "directory, or langrl's data folder")
+    dataset: str | None = Field(None, description="a Hugging Face datasets name (or local path), loaded with "
+                                                  "datasets.load_dataset; needs the network unless cached")
+    subset: str | None = Field(None, description="the dataset's configuration name (load_dataset's name)")
     items: list[str] | None = Field(None, description="items given inline instead of a file")
-    template: str = Field("{item}", description="prompt text; {item} is replaced by each item")
+    split: str | None = Field(None, description="the split to train on, for a dataset or a folder with splits "
+                                                "(default: train)")
+    column: str | None = Field(None, description="the prompt column of tabular data (default: prompt, else "
+                                                 "messages); text, or a conversation [{role, content}, ...]")
+    template: str = Field("{item}", description="prompt text; {item} is replaced by each item (text prompts)")
+    system: str | None = Field(None, description="system prompt put before each prompt (a conversation that "
+                                                 "has its own system message keeps it)")
     chat: bool = Field(True, description="wrap each prompt in the tokenizer's chat template when it has one")
     per_step: int = Field(4, ge=1, description="prompts per training step")
-    eval_count: int = Field(8, ge=0, description="fixed prompts sampled before and after training")
+    eval_count: int = Field(8, ge=0, description="fixed prompts sampled before and after training: the first "
+                                                 "held-out prompts when there are some, else the first prompts")
+    eval_file: str | None = Field(None, description="held-out prompts for evaluation, a file read like file")
+    eval_split: str | None = Field(None, description="held-out split of the dataset or folder, e.g. test")
+    eval_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this fraction of the rows for "
+                                                              "evaluation (a fixed draw, the same for every seed)")
+
+    @field_validator("template", "system", mode="before")
+    @classmethod
+    def text_not_mapping(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``{item}`` as the mapping ``{item: null}``; such a mapping can only have
+        meant its own text. Any other mapping or list is refused with the quoting that fixes it."""
+        if isinstance(value, dict) and value and all(isinstance(k, str) and v is None for k, v in value.items()):
+            return "{" + ", ".join(value) + "}"
+        if isinstance(value, (dict, list)):
+            raise ValueError("YAML read this as a mapping or list, not text: quote it, e.g. "
+                             "--set 'prompts.template=\"Q: {item}\"' or template: \"Q: {item}\"")
+        return value
 
     @model_validator(mode="after")
     def one_source(self) -> PromptsConfig:
-        if (self.file is None) == (self.items is None):
-            raise ValueError("give exactly one of prompts.file or prompts.items")
+        if sum(source is not None for source in (self.file, self.dataset, self.items)) != 1:
+            raise ValueError("give exactly one of prompts.file or prompts.items or prompts.dataset")
+        held_out = [name for name, on in (("eval_file", self.eval_file is not None),
+                                          ("eval_split", self.eval_split is not None),
+                                          ("eval_fraction", self.eval_fraction > 0)) if on]
+        if len(held_out) > 1:
+            raise ValueError(f"give at most one of prompts.{' or prompts.'.join(held_out)} (the held-out prompts)")
+        if self.subset is not None and self.dataset is None:
+            raise ValueError("prompts.subset names a configuration of prompts.dataset; give prompts.dataset")
+        if self.items is not None and (self.split is not None or self.eval_split is not None):
+            raise ValueError("prompts.split and prompts.eval_split pick splits of a dataset or folder, "
+                             "not of prompts.items")
         return self
 
 
@@ -132,7 +176,8 @@ class Config(RunConfig):
 def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read YAML (or take a dict), apply ``key=value`` overrides, validate.
 
-    A file's relative ``prompts.file`` is resolved against the file's folder first.
+    A file's relative ``prompts.file`` (``eval_file``, a local ``dataset``) is resolved against the file's
+    folder first.
     """
     data, base = read_config_data(source, overrides)
     return lm_config_from_data(data, base)
@@ -147,8 +192,9 @@ def lm_config_from_data(data: dict[str, Any], base: Path | None) -> Config:
     elif reward is not None:
         data["reward"] = parse_reward_spec(reward)
     config: Config = validate(Config, data)
-    if base is not None and config.prompts.file and not Path(config.prompts.file).is_absolute():
-        candidate = base / config.prompts.file
-        if candidate.exists():
-            config.prompts.file = str(candidate.resolve())
+    if base is not None:
+        for field in ("file", "eval_file", "dataset"):
+            name = getattr(config.prompts, field)
+            if name and not Path(name).is_absolute() and (base / name).exists():
+                setattr(config.prompts, field, str((base / name).resolve()))
     return config

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from langrl.config import Config, load_config
-from langrl.envs.prompts import build_prompts
+from langrl.envs.prompts import build_prompt_sets
 from langrl.lm.trainer import make_batch, rollout_prompts
 from langrl.models import Reference, load_lm
-from langrl.rewards import build_reward, score
+from langrl.rewards import build_reward, check_columns, score
 from langrl.rl.kl import sequence_kl
 from langrl.rollout import SamplingConfig
 from langrl.run import seeds
@@ -24,8 +24,9 @@ def evaluate_kind(config: Config, model: str, num_prompts: int, episodes: int | 
 
 def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_prompts: int = 16,
                 overrides: list[str] | tuple[str, ...] = (), samples_shown: int = 8) -> dict[str, Any]:
-    """Sample ``sampling.group_size`` completions for the first ``num_prompts`` prompts of the config with
-    ``model`` as the policy; score them with the config's reward and the KL to ``config.model``.
+    """Sample ``sampling.group_size`` completions for the first ``num_prompts`` evaluation prompts of the config
+    (the held-out ones when it holds some out, else the training prompts) with ``model`` as the policy; score
+    them with the config's reward (given each prompt's row columns) and the KL to ``config.model``.
 
     Returns ``reward/mean``, ``reward/std``, ``kl/ref`` (mean per-sequence KL, nats) and some samples.
     """
@@ -33,9 +34,10 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
     policy = load_lm(model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
     reference_lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
     reference = Reference(reference_lm.model, use_adapter=False, copy_weights=False)
-    prompts = build_prompts(cfg.prompts, policy.tokenizer, cfg.seed)
+    prompts = build_prompt_sets(cfg.prompts, policy.tokenizer, cfg.seed)[1]
     sampling = SamplingConfig(**cfg.sampling.model_dump())
     reward = build_reward(cfg.reward)
+    check_columns(reward, list(prompts.columns))
     device = next(policy.model.parameters()).device
     generator = seeds.generator(cfg.seed, "evaluate", device=device)
     indices = list(range(min(num_prompts, len(prompts.texts))))
@@ -46,7 +48,7 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
         chunk = indices[start:start + cfg.prompts.per_step]
         rollout, texts, completions = rollout_prompts(policy.model, policy.tokenizer, prompts, chunk,
                                                       sampling, generator)
-        rewards = score(reward, texts, completions)
+        rewards = score(reward, texts, completions, prompts.columns_for(chunk, sampling.group_size))
         batch = make_batch(policy.model, reference, rollout, rewards, cfg.kl.estimator, sampling)
         kls.append(sequence_kl(batch.kl_tokens, batch.completion_mask))
         rewards_all += rewards

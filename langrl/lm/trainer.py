@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config import Config, load_config
-from langrl.envs.prompts import PromptSet, build_prompts, left_pad
+from langrl.envs.prompts import PromptSet, build_prompt_sets, left_pad
 from langrl.envs.text.core import PromptTask
 from langrl.errors import ConfigError, NonFiniteError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
@@ -26,7 +26,7 @@ from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
 from langrl.models import Reference, apply_lora, load_lm, merged_lora
 from langrl.models.forward import completion_logits, token_logprobs
 from langrl.report.lm import summarise, write_report
-from langrl.rewards import RewardFn, build_reward
+from langrl.rewards import RewardFn, build_reward, check_columns, score
 from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.rollout import SamplingConfig, TokenRollout, sample
 from langrl.run import seeds
@@ -50,6 +50,7 @@ class Run:
     algorithm: Algorithm
     task: PromptTask
     sampling: SamplingConfig
+    eval_prompts: PromptSet  # the held-out prompts, or the training prompts when none are held out
     monitor: ExactMonitor | None = None
 
     @property
@@ -128,10 +129,12 @@ def build_run(cfg: Config) -> Run:
     algorithm = build_algorithm(cfg, policy, critic)
     optimizer = build_optimizer(trainable(policy, algorithm.modules()), cfg.optim)
     reward = build_reward(cfg.reward)
-    prompts = build_prompts(cfg.prompts, lm.tokenizer, cfg.seed)
+    prompts, eval_prompts = build_prompt_sets(cfg.prompts, lm.tokenizer, cfg.seed)
+    for prompt_set in (prompts, eval_prompts):  # a column the reward needs is missing: say so before step 1
+        check_columns(reward, list(prompt_set.columns))
     sampling = SamplingConfig(**cfg.sampling.model_dump())
     return Run(config=cfg, policy=policy, tokenizer=lm.tokenizer, reference=reference, optimizer=optimizer,
-               algorithm=algorithm, task=PromptTask(prompts, reward), sampling=sampling,
+               algorithm=algorithm, task=PromptTask(prompts, reward), sampling=sampling, eval_prompts=eval_prompts,
                monitor=exact_monitor(cfg, lm.tokenizer, prompts, reward) if cfg.bayes.exact else None)
 
 
@@ -193,12 +196,14 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
     rewards) for logging."""
     cfg = run.config
     t0 = time.perf_counter()
+    indices = run.task.for_step(step - 1)
     rollout, prompts, completions = rollout_prompts(run.algorithm.behaviour(run.policy), run.tokenizer,
-                                                    run.task.prompts, run.task.for_step(step - 1),
-                                                    run.sampling, step_generator(run, step),
-                                                    run.algorithm.value_head)
+                                                    run.task.prompts, indices, run.sampling,
+                                                    step_generator(run, step), run.algorithm.value_head)
     t_sample = time.perf_counter()
-    rewards = run.task.score(prompts, completions)
+    # Each completion's row columns (its prompt's answer...) reach a reward that declares them.
+    rewards = score(run.task.reward, prompts, completions,
+                    run.task.prompts.columns_for(indices, run.sampling.group_size))
     t_reward = time.perf_counter()
     batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling, step)
     t_ref = time.perf_counter()
@@ -266,12 +271,15 @@ def make_batch(policy: PreTrainedModel, reference: Reference, rollout: TokenRoll
 
 
 def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None:
-    """Sample the first ``prompts.eval_count`` prompts with a fixed seed, before or after training."""
-    count = min(run.config.prompts.eval_count, len(run.task.prompts.texts))
+    """Sample the first ``prompts.eval_count`` evaluation prompts (held out, or else the training ones) with a
+    fixed seed, before or after training."""
+    prompt_set = run.eval_prompts
+    count = min(run.config.prompts.eval_count, len(prompt_set.texts))
     if count == 0:
         return
     sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": 1})
     generator = seeds.generator(run.config.seed, "eval_samples", device=run.device)
-    _, prompts, completions = rollout_prompts(run.policy, run.tokenizer, run.task.prompts, list(range(count)),
-                                              sampling, generator)
-    logger.log_eval_samples(phase, step, prompts, completions, run.task.score(prompts, completions))
+    indices = list(range(count))
+    _, prompts, completions = rollout_prompts(run.policy, run.tokenizer, prompt_set, indices, sampling, generator)
+    rewards = score(run.task.reward, prompts, completions, prompt_set.columns_for(indices, 1))
+    logger.log_eval_samples(phase, step, prompts, completions, rewards)

@@ -1,6 +1,7 @@
 """Rewards: callables ``(prompts, completions) -> list[float]``, built from config or by hand.
 
-- `RewardFn`: the protocol; `reward_name` reads a reward's name for messages.
+- `RewardFn`: the protocol; `reward_name` reads a reward's name for messages; `column_use` reads which
+  prompt columns (``answer``...) a reward takes as keyword arguments, `check_columns` checks they exist.
 - `score`: call a reward and raise `RewardError` (naming reward and completion) on any fault.
 - `build_reward`: ``RewardSpec`` (or a mapping, or a list of either) -> reward.
 - Built-ins: `VaderReward`, `LengthReward`, `RegexReward`, `ContainsReward`,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from langrl.rewards.base import RewardFn, reward_name
+from langrl.rewards.base import ColumnUse, RewardFn, check_columns, column_use, reward_name
 from langrl.rewards.build import build_reward
 from langrl.rewards.composite import WeightedSum
 from langrl.rewards.config import (
@@ -41,6 +42,7 @@ __all__ = [
     "REWARD_TYPES",
     "ClassifierReward",
     "ClassifierSpec",
+    "ColumnUse",
     "ContainsReward",
     "ContainsSpec",
     "LengthReward",
@@ -55,6 +57,8 @@ __all__ = [
     "VaderSpec",
     "WeightedSum",
     "build_reward",
+    "check_columns",
+    "column_use",
     "load_function",
     "parse_reward_spec",
     "reward_name",

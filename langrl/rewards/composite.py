@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
+from typing import Any
 
-from langrl.rewards.base import RewardFn, reward_name
+from langrl.rewards.base import ColumnUse, RewardFn, column_use, reward_name
 from langrl.rewards.scoring import score
 
 
@@ -12,8 +14,9 @@ class WeightedSum:
     """Reward = ``sum_k weights[k] * rewards[k](prompt, completion)``.
 
     Each component is scored through `score`, so when one fails the `RewardError` names that
-    component (e.g. 'length'), not the sum. ``components`` exposes ``(name, weight, reward)``
-    triples so a logger can report each term (``reward/vader``) as well as the total.
+    component (e.g. 'length'), not the sum, and each is given only the prompt columns it declares.
+    ``components`` exposes ``(name, weight, reward)`` triples so a logger can report each term
+    (``reward/vader``) as well as the total.
     """
 
     def __init__(
@@ -28,10 +31,14 @@ class WeightedSum:
         ]
         self.name = name
 
-    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
+    def column_use(self) -> ColumnUse:
+        """The prompt columns any component takes (each component is given only its own)."""
+        return reduce(ColumnUse.__or__, (column_use(r) for _, _, r in self.components), ColumnUse())
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
         total = [0.0] * len(completions)
         for _, weight, reward in self.components:
-            for i, value in enumerate(score(reward, prompts, completions)):
+            for i, value in enumerate(score(reward, prompts, completions, columns)):
                 total[i] += weight * value
         return total
 

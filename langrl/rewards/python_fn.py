@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from langrl.errors import ConfigError, RewardError
+from langrl.rewards.base import ColumnUse, signature_columns
 
 EXPECTED_FORM = "expected 'module:function' (e.g. 'my_rewards:brevity') or 'path/to/file.py:function'"
 
@@ -120,7 +121,9 @@ class PythonReward:
     """Reward = ``fn(prompts, completions, **kwargs)``: a user function with fixed keyword arguments.
 
     ``kwargs`` come from the config, so one function can serve several settings
-    (``{type: python, function: "my_rewards:keyword", kwargs: {word: "cat"}}``).
+    (``{type: python, function: "my_rewards:keyword", kwargs: {word: "cat"}}``). Prompt columns reach ``fn``
+    when it declares them (``def exact(prompts, completions, answer)``, or ``**columns``); a config kwarg
+    wins over a column of the same name.
 
     With ``timeout_s`` (default `DEFAULT_TIMEOUT_S`) each call runs in a worker thread and a call that has
     not returned after ``timeout_s`` seconds raises `RewardError` naming the reward and the limit (the
@@ -142,14 +145,21 @@ class PythonReward:
         self.kwargs = dict(kwargs or {})
         self.name = name or f"python:{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
         self.timeout_s = timeout_s
+        self.columns = signature_columns(fn, fixed=self.kwargs)
 
-    def __call__(self, prompts: list[str], completions: list[str]) -> list[float]:
+    def column_use(self) -> ColumnUse:
+        """The prompt columns ``fn`` declares, less those the config's ``kwargs`` already give."""
+        return self.columns
+
+    def __call__(self, prompts: list[str], completions: list[str], **columns: Any) -> list[float]:
         # Returned as-is: `score` converts and checks the values (numpy arrays and tensors pass).
+        kwargs = {**self.columns.pick(columns), **self.kwargs}
         if self.timeout_s is None:
-            return self.fn(prompts, completions, **self.kwargs)
-        return self._call_with_timeout(prompts, completions, self.timeout_s)
+            return self.fn(prompts, completions, **kwargs)
+        return self._call_with_timeout(prompts, completions, kwargs, self.timeout_s)
 
-    def _call_with_timeout(self, prompts: list[str], completions: list[str], timeout_s: float) -> Any:
+    def _call_with_timeout(self, prompts: list[str], completions: list[str], kwargs: dict[str, Any],
+                           timeout_s: float) -> Any:
         """``fn`` in a daemon thread joined for ``timeout_s``; its result, or its exception re-raised here."""
         outcome: list[Any] = []
         failure: list[BaseException] = []
@@ -157,7 +167,7 @@ class PythonReward:
 
         def target() -> None:
             try:
-                outcome.append(context.run(self.fn, prompts, completions, **self.kwargs))
+                outcome.append(context.run(self.fn, prompts, completions, **kwargs))
             except BaseException as e:  # re-raised in the caller's thread
                 failure.append(e)
 

@@ -13,7 +13,7 @@ from collections.abc import Set as AbstractSet
 from typing import Any
 
 from langrl.errors import RewardError
-from langrl.rewards.base import RewardFn, reward_name
+from langrl.rewards.base import RewardFn, column_use, reward_name
 
 PREVIEW_CHARS = 200
 
@@ -51,23 +51,44 @@ def _is_sequence(value: Any) -> bool:
 
 
 def _find_failing(
-    reward: RewardFn, prompts: list[str], completions: list[str]
+    reward: RewardFn, prompts: list[str], completions: list[str], columns: Mapping[str, Sequence[Any]]
 ) -> tuple[int, BaseException] | None:
-    """Call ``reward`` on one pair at a time; the first index that raises, with its exception.
+    """Call ``reward`` on one pair at a time (with that pair's columns); the first index that raises, with
+    its exception.
 
     Only runs after a batch already failed, so its cost (one call per pair) is paid only on the
     error path. None when every pair scores fine alone (the failure depends on the batch).
     """
     for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
         try:
-            reward([prompt], [completion])
+            reward([prompt], [completion], **{name: [values[i]] for name, values in columns.items()})
         except Exception as e:
             return i, e
     return None
 
 
-def score(reward: RewardFn, prompts: list[str], completions: list[str]) -> list[float]:
+def _columns_for(reward: RewardFn, columns: Mapping[str, Sequence[Any]] | None,
+                 count: int) -> dict[str, Sequence[Any]]:
+    """The columns ``reward`` declares (`column_use`), each checked to hold one value per completion."""
+    use = column_use(reward)
+    given = dict(columns or {})
+    missing = sorted(use.required - set(given))
+    if missing:
+        raise RewardError(f"reward {reward_name(reward)!r} takes the prompt column(s) {', '.join(missing)}, "
+                          f"which were not given (columns: {', '.join(given) or 'none'})")
+    picked = use.pick(given)
+    for name, values in picked.items():
+        if len(values) != count:
+            raise ValueError(f"score: column {name!r} has {len(values)} values for {count} completions")
+    return picked
+
+
+def score(reward: RewardFn, prompts: list[str], completions: list[str],
+          columns: Mapping[str, Sequence[Any]] | None = None) -> list[float]:
     """Score ``completions`` with ``reward`` and check the result: one finite float per completion.
+
+    ``columns`` (name -> one value per completion, e.g. each completion's ``answer``) are passed as keyword
+    arguments to a reward that declares them (`langrl.rewards.base.column_use`); others never see them.
 
     Raises `RewardError` (naming the reward) when:
 
@@ -84,15 +105,16 @@ def score(reward: RewardFn, prompts: list[str], completions: list[str]) -> list[
     if len(prompts) != len(completions):
         raise ValueError(f"score: {len(prompts)} prompts but {len(completions)} completions")
     name = reward_name(reward)
+    picked = _columns_for(reward, columns, len(completions))
     try:
-        raw = reward(prompts, completions)
+        raw = reward(prompts, completions, **picked)
     except RewardError:
         raise
     except Exception as e:
         if len(completions) == 1:
             found: tuple[int, BaseException] | None = (0, e)
         else:
-            found = _find_failing(reward, prompts, completions)
+            found = _find_failing(reward, prompts, completions, picked)
         if found is None:
             where = f"on a batch of {len(completions)} (each completion scores fine alone)"
         else:
