@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"langrl {args.command}: error: {e.strerror}: {e.filename!r}; free space or fix the "
               f"permissions, then run again (with --resume for train)", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (| head): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint can be continued with --resume", file=sys.stderr)
         return 130

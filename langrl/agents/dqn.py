@@ -7,11 +7,31 @@ Polyak target updates, and double DQN (van Hasselt et al. 2016) as an option.
 
 The targets are `langrl.rl.td`'s pure functions. The network is any module mapping a batch of
 observations to (B, A) action values: :class:`MLP` on numeric observations by default.
+
+Training is resumable in chunks: a :class:`DQNLearner` holds all the state of a run (``q``, ``target``,
+``optimizer`` and ``state``: the replay buffer, the environments mid-episode, the random generator and the
+step counters), and ``advance(n)`` runs ``n`` more environment steps. Advancing 300 then 300 steps does
+what advancing 600 does, and a learner whose parts were saved and restored continues as the uninterrupted
+one (`langrl.agents.dqn_run` checkpoints them).
+
+Evaluation and best-model selection follow SB3's ``EvalCallback``, as the RL Zoo trains: every
+``eval_every`` environment steps the greedy policy plays ``eval_episodes`` episodes from held-out seeds,
+and the network with the highest mean return so far is kept (only a strictly higher mean replaces it, so
+among ties the earliest stays). DQN's last network on CartPole is unstable (benchmarks/RESULTS_value.md);
+the best one is what the Zoo reports. The maximum over many evaluations is biased upward, so an honest
+figure re-evaluates the best network on other seeds.
+
+Acting follows SB3's DQN: uniformly random actions before ``learning_starts``, then epsilon-greedy with
+epsilon decayed linearly over ``exploration_fraction`` of the steps; a training phase of
+``gradient_steps`` updates every ``train_freq`` steps once past ``learning_starts``; the target network
+updated every ``target_update_interval`` steps (all counted over the environments together).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import gymnasium as gym
@@ -23,6 +43,9 @@ from torch import nn
 from langrl.errors import ConfigError
 from langrl.rl.td import double_q_target, q_learning_target
 from langrl.run.optim import clip_gradients
+
+# (observation size, number of actions) -> a module mapping observations (B, ...) to action values (B, A)
+NetworkBuilder = Callable[[int, int], nn.Module]
 
 
 @dataclass
@@ -47,13 +70,20 @@ class DQNSettings:
     double_q: bool = False
     hidden: tuple[int, ...] = (256, 256)
     seed: int = 0
+    eval_every: int = 0              # environment steps between evaluations; 0: none (no best network)
+    eval_episodes: int = 10          # greedy episodes per evaluation, one per seed
+    eval_seed_start: int = 1_000_000  # evaluation seeds are eval_seed_start, eval_seed_start + 1, ...
 
     def check(self) -> None:
         if self.learning_starts >= self.total_steps:
             raise ConfigError(f"learning_starts = {self.learning_starts} >= total_steps = {self.total_steps}: "
                               f"DQN would never train; lower learning_starts or raise total_steps")
         if self.batch_size > self.buffer_size:
-            raise ConfigError(f"batch_size = {self.batch_size} > buffer_size = {self.buffer_size}")
+            raise ConfigError(f"batch_size = {self.batch_size} > buffer_size = {self.buffer_size}: the "
+                              f"buffer cannot fill a batch; raise buffer_size or lower batch_size")
+        if self.eval_every < 0 or (self.eval_every and self.eval_episodes < 1):
+            raise ConfigError(f"eval_every = {self.eval_every}, eval_episodes = {self.eval_episodes}: use "
+                              f"eval_every >= 0 (0: no evaluation) and eval_episodes >= 1")
 
 
 class MLP(nn.Module):
@@ -68,19 +98,29 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], n_actions))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs.float())
+        return self.net(obs.flatten(1).float())
+
+
+def buffer_dtype(space: gym.spaces.Box) -> np.dtype:
+    """float32 for real observations; int32 for token ids (half of int64's memory in a 100k buffer)."""
+    if np.issubdtype(space.dtype, np.integer) and np.all(space.high < 2**31) and np.all(space.low >= -2**31):
+        return np.dtype(np.int32)
+    return np.dtype(np.float32)
 
 
 class ReplayBuffer:
     """A ring buffer of (obs, action, reward, next_obs, terminated) transitions."""
 
-    def __init__(self, size: int, obs_shape: tuple[int, ...]):
-        self.obs = np.zeros((size, *obs_shape), dtype=np.float32)
+    def __init__(self, size: int, obs_shape: tuple[int, ...], dtype: np.dtype | type = np.float32):
+        self.obs = np.zeros((size, *obs_shape), dtype=dtype)
         self.next_obs = np.zeros_like(self.obs)
         self.actions = np.zeros(size, dtype=np.int64)
         self.rewards = np.zeros(size, dtype=np.float32)
         self.terminated = np.zeros(size, dtype=np.float32)
         self.size, self.full, self.pos = size, False, 0
+
+    def __len__(self) -> int:
+        return self.size if self.full else self.pos
 
     def add(self, obs: np.ndarray, actions: np.ndarray, rewards: np.ndarray, next_obs: np.ndarray,
             terminated: np.ndarray) -> None:
@@ -91,17 +131,69 @@ class ReplayBuffer:
             self.pos = (p + 1) % self.size
             self.full = self.full or self.pos == 0
 
-    def sample(self, batch: int, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
-        idx = rng.integers(0, self.size if self.full else self.pos, size=batch)
-        return tuple(torch.as_tensor(a[idx]) for a in (self.obs, self.actions, self.rewards, self.next_obs,
-                                                       self.terminated))
+    def __getstate__(self) -> dict[str, object]:
+        """Pickle only the filled part: a checkpoint early in a run stays small."""
+        n = len(self)
+        state = dict(self.__dict__)
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+            state[name] = getattr(self, name)[:n].copy()
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        size = int(state["size"])  # type: ignore[call-overload]  # an int, as __init__ set it
+        for name in ("obs", "next_obs", "actions", "rewards", "terminated"):
+            filled = state[name]
+            assert isinstance(filled, np.ndarray)
+            full = np.zeros((size, *filled.shape[1:]), dtype=filled.dtype)
+            full[:len(filled)] = filled
+            state[name] = full
+        self.__dict__.update(state)
+
+    def sample(self, batch: int, rng: np.random.Generator,
+               device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+        """(obs, actions, rewards, next_obs, terminated) of ``batch`` transitions drawn with replacement."""
+        idx = rng.integers(0, len(self), size=batch)
+        return tuple(torch.as_tensor(a[idx], device=device) for a in (self.obs, self.actions, self.rewards,
+                                                                      self.next_obs, self.terminated))
 
 
 @dataclass
-class DQNResult:
-    q_network: nn.Module
+class DQNState:
+    """What a resumed learner needs besides its networks and optimizer (picklable as a whole)."""
+
+    envs: gym.vector.VectorEnv
+    buffer: ReplayBuffer
+    rng: np.random.Generator           # exploration coins, random actions and replay sampling
+    obs: np.ndarray                    # (N, ...) the observations the next actions are taken in
+    returns: np.ndarray                # (N,) return so far of each environment's running episode
+    lengths: np.ndarray                # (N,) its length
+    step: int = 0                      # environment steps done, all environments together
+    calls: int = 0                     # vector steps done
+
+
+@dataclass
+class Chunk:
+    """What one ``DQNLearner.advance`` call did."""
+
+    env_steps: int = 0                 # the learner's step counter at the end of the chunk
     episode_returns: list[float] = field(default_factory=list)
+    episode_lengths: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
+    q_values: list[float] = field(default_factory=list)   # mean Q(s, a) of each training batch
+    epsilon: float = 1.0               # exploration rate at the end of the chunk
+    seconds: float = 0.0
+
+    def metrics(self) -> dict[str, float]:
+        """The chunk's log row: ``env/steps``, ``explore/epsilon``, the mean return and length of the episodes
+        that ended in it, the mean TD loss and Q-value of its gradient steps (when there were any)."""
+        out: dict[str, float] = {"env/steps": self.env_steps, "explore/epsilon": self.epsilon}
+        if self.episode_returns:
+            out.update({"rollout/episode_return": float(np.mean(self.episode_returns)),
+                        "rollout/episode_length": float(np.mean(self.episode_lengths)),
+                        "rollout/episodes": len(self.episode_returns)})
+        if self.losses:
+            out.update({"loss/td": float(np.mean(self.losses)), "q/mean": float(np.mean(self.q_values))})
+        return out
 
 
 def epsilon_at(step: int, s: DQNSettings) -> float:
@@ -110,52 +202,104 @@ def epsilon_at(step: int, s: DQNSettings) -> float:
     return s.exploration_initial_eps + progress * (s.exploration_final_eps - s.exploration_initial_eps)
 
 
-def train_dqn(make: Callable[[], gym.Env], s: DQNSettings,
-              network: Callable[[int, int], nn.Module] | None = None) -> DQNResult:
-    """Train DQN for ``s.total_steps`` environment steps (all environments together)."""
-    s.check()
-    torch.manual_seed(s.seed)
-    rng = np.random.default_rng(s.seed)
-    envs = gym.vector.SyncVectorEnv([make] * s.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    obs_shape = envs.single_observation_space.shape
-    n_actions = int(envs.single_action_space.n)  # type: ignore[attr-defined]
-    build = network or (lambda d, a: MLP(d, a, s.hidden))
-    q = build(int(np.prod(obs_shape or (1,))), n_actions)
-    target = build(int(np.prod(obs_shape or (1,))), n_actions)
-    target.load_state_dict(q.state_dict())
-    optimizer = torch.optim.Adam(q.parameters(), lr=s.learning_rate)
-    buffer = ReplayBuffer(s.buffer_size, tuple(obs_shape or ()))
-    result, running = DQNResult(q_network=q), np.zeros(s.num_envs)
-    obs, _ = envs.reset(seed=s.seed)
-    for step in range(0, s.total_steps, s.num_envs):
+def exploration_rate(step: int, s: DQNSettings) -> float:
+    """The chance of a random action at ``step``: 1 before ``learning_starts`` (SB3's warm-up), else epsilon."""
+    return 1.0 if step < s.learning_starts else epsilon_at(step, s)
+
+
+class DQNLearner:
+    """DQN's whole state, advanced in chunks of environment steps.
+
+    ``make`` builds one environment (a picklable callable, e.g. a module-level function or a
+    ``functools.partial``, when the learner is checkpointed: the vector environment keeps it). ``network``
+    builds the Q-network from (observation size, number of actions); a network with an ``observe(obs)``
+    method is shown every batch of observations the agent acts in (see `langrl.agents.dqn_run`'s LM encoder
+    network, whose feature statistics follow the visited states).
+    """
+
+    def __init__(self, make: Callable[[], gym.Env], s: DQNSettings, network: NetworkBuilder | None = None,
+                 device: torch.device | str = "cpu"):
+        s.check()
+        self.s, self.device = s, torch.device(device)
+        torch.manual_seed(s.seed)
+        envs = gym.vector.SyncVectorEnv([make] * s.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        space, actions = envs.single_observation_space, envs.single_action_space
+        if not isinstance(space, gym.spaces.Box) or not isinstance(actions, gym.spaces.Discrete):
+            envs.close()
+            raise ConfigError(f"DQN needs Box observations and Discrete actions; the environment has {space} "
+                              f"and {actions}")
+        self.n_actions = int(actions.n)
+        obs_dim = int(np.prod(space.shape))
+        build = network or (lambda d, a: MLP(d, a, s.hidden))
+        self.build: Callable[[], nn.Module] = lambda: build(obs_dim, self.n_actions).to(self.device)
+        self.q, self.target = self.build(), self.build()
+        self.target.load_state_dict(self.q.state_dict())
+        # fused: one kernel for all parameters; at a few thousand parameters per tensor the per-tensor Adam
+        # ops cost more than the forward pass (SB3 uses the unfused default: same update, slower)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=s.learning_rate,
+                                          fused=self.device.type in ("cpu", "cuda"))
+        obs, _ = envs.reset(seed=s.seed)
+        self.state = DQNState(envs, ReplayBuffer(s.buffer_size, space.shape, buffer_dtype(space)),
+                              np.random.default_rng(s.seed), obs, np.zeros(s.num_envs), np.zeros(s.num_envs, int))
+
+    @property
+    def step(self) -> int:
+        """Environment steps done, all environments together."""
+        return self.state.step
+
+    def advance(self, env_steps: int) -> Chunk:
+        """Run ``env_steps`` more environment steps (rounded up to whole vector steps); return what they did."""
+        chunk, t0 = Chunk(), time.perf_counter()
+        for _ in range(-(-env_steps // self.s.num_envs)):
+            self.env_step(chunk)
+        chunk.env_steps, chunk.epsilon = self.state.step, exploration_rate(self.state.step, self.s)
+        chunk.seconds = time.perf_counter() - t0
+        return chunk
+
+    def env_step(self, chunk: Chunk) -> None:
+        """One vector step: act, store the transitions, train when due, update the target when due."""
+        st, s, n = self.state, self.s, self.s.num_envs
+        explore = st.rng.random(n) < exploration_rate(st.step, s)
+        actions = st.rng.integers(0, self.n_actions, n)
+        obs = torch.as_tensor(st.obs, device=self.device)
+        observe = getattr(self.q, "observe", None)
         with torch.no_grad():
-            greedy = q(torch.as_tensor(obs)).argmax(-1).numpy()
-        explore = rng.random(s.num_envs) < epsilon_at(step, s)
-        actions = np.where(explore, rng.integers(0, n_actions, s.num_envs), greedy)
-        nxt, reward, terminated, truncated, info = envs.step(actions)
+            if callable(observe):
+                observe(obs)
+            if not explore.all():  # all random (the warm-up): no forward pass needed
+                actions = np.where(explore, actions, self.q(obs).argmax(-1).cpu().numpy())
+        nxt, reward, terminated, truncated, info = st.envs.step(actions)
         done = terminated | truncated
         # SAME_STEP autoreset: nxt is the next episode's first observation where one ended
         real_next = nxt.copy()
         for i in np.flatnonzero(done):
             real_next[i] = info["final_obs"][i]
-        buffer.add(obs, actions, reward, real_next, terminated)
-        running += reward
+        st.buffer.add(st.obs, actions, reward, real_next, terminated)
+        st.returns += reward
+        st.lengths += 1
         for i in np.flatnonzero(done):
-            result.episode_returns.append(float(running[i]))
-            running[i] = 0.0
-        obs = nxt
-        calls = step // s.num_envs + 1
-        if step >= s.learning_starts and calls % max(1, s.train_freq // s.num_envs) == 0:
+            chunk.episode_returns.append(float(st.returns[i]))
+            chunk.episode_lengths.append(int(st.lengths[i]))
+            st.returns[i], st.lengths[i] = 0.0, 0
+        st.obs = nxt
+        st.calls += 1
+        st.step += n
+        if st.step > s.learning_starts and st.calls % max(1, s.train_freq // n) == 0:
             for _ in range(s.gradient_steps):
-                result.losses.append(gradient_step(q, target, optimizer, buffer.sample(s.batch_size, rng), s))
-        if calls % max(1, s.target_update_interval // s.num_envs) == 0:
-            update_target(q, target, s.tau)
-    envs.close()
-    return result
+                loss, q_mean = gradient_step(self.q, self.target, self.optimizer,
+                                             st.buffer.sample(s.batch_size, st.rng, self.device), s)
+                chunk.losses.append(loss)
+                chunk.q_values.append(q_mean)
+        if st.calls % max(1, s.target_update_interval // n) == 0:
+            update_target(self.q, self.target, s.tau)
+
+    def close(self) -> None:
+        self.state.envs.close()
 
 
 def gradient_step(q: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
-                  batch: tuple[torch.Tensor, ...], s: DQNSettings) -> float:
+                  batch: tuple[torch.Tensor, ...], s: DQNSettings) -> tuple[float, float]:
+    """One Huber TD step on a batch; returns the loss and the batch's mean Q(s, a)."""
     obs, actions, rewards, next_obs, terminated = batch
     with torch.no_grad():
         discounts = s.gamma * (1.0 - terminated)
@@ -168,29 +312,147 @@ def gradient_step(q: nn.Module, target: nn.Module, optimizer: torch.optim.Optimi
     loss.backward()
     clip_gradients(list(q.parameters()), s.max_grad_norm)
     optimizer.step()
-    return float(loss.detach())
+    return float(loss.detach()), float(values.detach().mean())
 
 
 @torch.no_grad()
 def update_target(q: nn.Module, target: nn.Module, tau: float) -> None:
-    """theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy)."""
+    """theta_target <- tau theta + (1 - tau) theta_target (tau = 1: a hard copy).
+
+    Buffers named ``running_*`` (feature statistics, batch norm) are copied, as SB3's DQN does: averaging
+    statistics makes no sense, and a target that never received them would read unnormalised inputs.
+    """
     for p, t in zip(q.parameters(), target.parameters(), strict=True):
         t.mul_(1.0 - tau).add_(p, alpha=tau)
+    targets = dict(target.named_buffers())
+    for name, buffer in q.named_buffers():
+        if name.split(".")[-1].startswith("running_"):
+            targets[name].copy_(buffer)
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    ret: float
+    length: int
+    success: bool  # terminated (not truncated) on a positive reward, as BabyAI succeeds
 
 
 @torch.no_grad()
-def evaluate_dqn(q: nn.Module, make: Callable[[], gym.Env], episodes: int, seed: int = 1_000_000) -> list[float]:
+def play_greedy(q: nn.Module, make: Callable[[], gym.Env], seeds: Sequence[int], parallel: int = 10,
+                device: torch.device | str | None = None) -> list[EpisodeResult]:
+    """One greedy episode per seed (reset with that seed), ``parallel`` environments at a time with one
+    batched forward pass per step; results in seed order. ``q`` is not shown the observations
+    (``observe``), so what it normalises with stays as training left it."""
+    queue = list(seeds)
+    envs = [make() for _ in range(min(parallel, len(queue)))]
+    running: list[tuple[EpisodeResult, np.ndarray] | None] = [None] * len(envs)
+    done: list[EpisodeResult] = []
+
+    def start(slot: int) -> None:
+        if queue:
+            seed = queue.pop(0)
+            obs, _ = envs[slot].reset(seed=seed)
+            running[slot] = (EpisodeResult(seed, 0.0, 0, False), obs)
+        else:
+            running[slot] = None
+
+    for slot in range(len(envs)):
+        start(slot)
+    while any(r is not None for r in running):
+        active = [i for i, r in enumerate(running) if r is not None]
+        batch = np.stack([running[i][1] for i in active])  # type: ignore[index]
+        actions = q(torch.as_tensor(batch, device=device)).argmax(-1).cpu().numpy()
+        for i, action in zip(active, actions, strict=True):
+            episode, _ = running[i]  # type: ignore[misc]
+            obs, reward, terminated, truncated, _ = envs[i].step(int(action))
+            episode.ret += float(reward)
+            episode.length += 1
+            if terminated or truncated:
+                episode.success = bool(terminated and float(reward) > 0)
+                done.append(episode)
+                start(i)
+            else:
+                running[i] = (episode, obs)
+    for env in envs:
+        env.close()
+    order = {s: k for k, s in enumerate(seeds)}
+    return sorted(done, key=lambda e: order[e.seed])
+
+
+def summarise(episodes: Sequence[EpisodeResult], success: bool = False) -> dict[str, float]:
+    """``mean_return``, ``std_return``, ``mean_length``, ``episodes`` (and ``success_rate`` if asked)."""
+    returns = np.array([e.ret for e in episodes], dtype=float)
+    out = {"mean_return": float(returns.mean()), "std_return": float(returns.std()),
+           "mean_length": float(np.mean([e.length for e in episodes])), "episodes": len(episodes)}
+    if success:
+        out["success_rate"] = float(np.mean([e.success for e in episodes]))
+    return out
+
+
+def evaluate_dqn(q: nn.Module, make: Callable[[], gym.Env], episodes: int, seed: int = 1_000_000,
+                 parallel: int = 10, device: torch.device | str | None = None) -> list[float]:
     """Greedy returns over ``episodes`` episodes from seeds seed, seed + 1, ..."""
-    returns = []
-    env = make()
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed + k)
-        total, done = 0.0, False
-        while not done:
-            action = int(q(torch.as_tensor(obs)[None]).argmax(-1))
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+    return [e.ret for e in play_greedy(q, make, range(seed, seed + episodes), parallel, device)]
+
+
+class BestNetwork:
+    """The network with the highest mean evaluation return so far (a strictly higher mean replaces it)."""
+
+    def __init__(self, network: nn.Module, mean_return: float = -math.inf, step: int = -1):
+        self.network, self.mean_return, self.step = network, mean_return, step
+
+    def offer(self, q: nn.Module, mean_return: float, step: int) -> bool:
+        """Keep a copy of ``q`` if ``mean_return`` beats the best so far; return whether it did."""
+        if mean_return > self.mean_return:
+            self.network.load_state_dict(q.state_dict())
+            self.mean_return, self.step = mean_return, step
+            return True
+        return False
+
+
+def next_stop(step: int, last: int, *intervals: int) -> int:
+    """The first multiple of any nonzero interval after ``step``, at most ``last``."""
+    stops = [(step // k + 1) * k for k in intervals if k > 0]
+    return min([last, *stops])
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+@dataclass
+class Evaluation:
+    env_steps: int
+    mean_return: float
+    train_s: float  # training wall time up to here, evaluations excluded
+
+
+@dataclass
+class DQNResult:
+    q_network: nn.Module
+    episode_returns: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    evaluations: list[Evaluation] = field(default_factory=list)
+    best: BestNetwork | None = None    # with eval_every: the best network, its mean return and step
+    train_s: float = 0.0
+
+
+def train_dqn(make: Callable[[], gym.Env], s: DQNSettings, network: NetworkBuilder | None = None,
+              device: torch.device | str = "cpu") -> DQNResult:
+    """Train DQN for ``s.total_steps`` environment steps (all environments together); with ``s.eval_every``,
+    evaluate every ``eval_every`` steps and at the end, keeping the best network."""
+    learner = DQNLearner(make, s, network, device)
+    result = DQNResult(q_network=learner.q, best=BestNetwork(learner.build()) if s.eval_every else None)
+    seeds = range(s.eval_seed_start, s.eval_seed_start + s.eval_episodes)
+    while learner.step < s.total_steps:
+        chunk = learner.advance(next_stop(learner.step, s.total_steps, s.eval_every) - learner.step)
+        result.episode_returns += chunk.episode_returns
+        result.losses += chunk.losses
+        result.train_s += chunk.seconds
+        if result.best is not None:
+            mean = summarise(play_greedy(learner.q, make, seeds, device=device))["mean_return"]
+            result.evaluations.append(Evaluation(learner.step, mean, result.train_s))
+            result.best.offer(learner.q, mean, learner.step)
+    learner.close()
+    return result
