@@ -14,17 +14,18 @@ from langrl.report.common import fenced, finite, moving_average, sorted_rows
 from langrl.run.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
 PHASES = (("prior", "zero-shot prior (pretrained LM)"), ("cloned", "after behaviour cloning"),
-          ("eval", "after PPO"))
+          ("eval", "after training (last evaluation)"), ("final", "final network, held-out test seeds"),
+          ("best", "best evaluated network, held-out test seeds"))
 
 
 def phase_results(rows: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
-    """``{"prior" | "cloned" | "eval": {"success_rate", "mean_return", "episodes", "env_steps"}}``, the last
-    evaluation of each phase that was logged."""
+    """``{phase: {"success_rate", "mean_return", "episodes", "env_steps"}}``, the last evaluation of each
+    phase (:data:`PHASES`) that was logged; success rate is None where the environment has none."""
     out: dict[str, dict[str, float | None]] = {}
     for row in rows:
         for phase, _ in PHASES:
-            if finite(row.get(f"{phase}/success_rate")):
-                out[phase] = {"success_rate": row[f"{phase}/success_rate"],
+            if finite(row.get(f"{phase}/success_rate")) or finite(row.get(f"{phase}/mean_return")):
+                out[phase] = {"success_rate": row.get(f"{phase}/success_rate"),
                               "mean_return": row.get(f"{phase}/mean_return"),
                               "episodes": row.get(f"{phase}/episodes"), "env_steps": row.get("env/steps", 0)}
     return out
@@ -61,8 +62,8 @@ def plot(rows: list[dict[str, Any]], title: str) -> bytes:
     axes = fig.subplots(1, 2)
     fig.suptitle(title)
     phases = phase_results(rows)
-    panels = (("rollout/success_rate", "success_rate", "success rate"),
-              ("rollout/return", "mean_return", "return"))
+    returns = "rollout/return" if any(finite(r.get("rollout/return")) for r in rows) else "rollout/episode_return"
+    panels = (("rollout/success_rate", "success_rate", "success rate"), (returns, "mean_return", "return"))
     for ax, (rollout_key, eval_key, label) in zip(axes, panels, strict=True):
         x, y = series(rows, rollout_key)
         if y:
@@ -80,7 +81,8 @@ def plot(rows: list[dict[str, Any]], title: str) -> bytes:
         ax.set_ylabel(label)
         ax.set_title(f"{label.capitalize()} against environment steps")
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize="small")
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -98,11 +100,13 @@ def write_agent_report(run_dir: Path) -> Path:
     for phase, label in PHASES:
         r = summary["phases"].get(phase)
         if r is not None:
-            md.append(f"| {label} | {r['success_rate']:.3f} | {fmt(r['mean_return'])} | {fmt(r['episodes'])} "
+            md.append(f"| {label} | {fmt(r['success_rate'])} | {fmt(r['mean_return'])} | {fmt(r['episodes'])} "
                       f"| {fmt(r['env_steps'])} |")
-    md += ["", f"PPO environment steps: {fmt(summary['env_steps'])}; wall time: {fmt(summary['wall_s'])} s; "
-           f"median s per environment step: {fmt(summary['env_step_s_median'])}; s per cloned sample (per "
-           f"epoch): {fmt(summary['bc_per_sample_s'])}.", "", "![curves](report.png)", "", "## Config", ""]
+    cloning = (f"; s per cloned sample (per epoch): {fmt(summary['bc_per_sample_s'])}"
+               if finite(summary["bc_per_sample_s"]) else "")
+    md += ["", f"Environment steps: {fmt(summary['env_steps'])}; wall time: {fmt(summary['wall_s'])} s; "
+           f"median s per environment step: {fmt(summary['env_step_s_median'])}{cloning}.", "",
+           "![curves](report.png)", "", "## Config", ""]
     config = run_dir / "config.yaml"
     md += fenced(config.read_text(encoding="utf-8"), "yaml") if config.exists() else ["_No config.yaml._"]
     report = run_dir / "report.md"
