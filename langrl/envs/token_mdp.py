@@ -10,6 +10,7 @@ reference LM (``pi0(a | prefix)`` from :func:`prefix_logprobs`) is compared with
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,8 +71,13 @@ class TokenTreeEnv(gym.Env[Any, Any]):
         self.rewards = [float(r) for r in rewards]
         self.observation_space = gym.spaces.Discrete(self.tree.n_states)
         self.action_space = gym.spaces.Discrete(vocab_size)
-        self.P = self.transition_table()
-        self.s = 0
+        self.s, self.depth, self.value = 0, 0, 0  # the prefix: its index, length and value in base V
+
+    @functools.cached_property
+    def P(self) -> dict[int, dict[int, list[tuple[float, int, float, bool]]]]:  # noqa: N802 - Gymnasium's name
+        """The exact model, built on first use (the oracles need it; stepping does not, and an environment
+        pickled mid-episode in a checkpoint stays small without it)."""
+        return self.transition_table()
 
     def transition_table(self) -> dict[int, dict[int, list[tuple[float, int, float, bool]]]]:
         """``P[s][a] = [(1.0, s', r, terminated)]``; completed sequences are absorbing (never acted in)."""
@@ -91,12 +97,18 @@ class TokenTreeEnv(gym.Env[Any, Any]):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[int, dict]:
         super().reset(seed=seed)
-        self.s = 0
+        self.s, self.depth, self.value = 0, 0, 0
         return 0, {}
 
     def step(self, action: int) -> tuple[int, float, bool, bool, dict[str, Any]]:
-        _, self.s, reward, done = self.P[self.s][int(action)][0]
-        return self.s, reward, done, False, {}
+        """Append token ``action``; the same outcome as ``P[s][action]``, computed directly."""
+        tree = self.tree
+        if self.depth == tree.length:  # a completed sequence is absorbing
+            return self.s, 0.0, True, False, {}
+        self.depth, self.value = self.depth + 1, self.value * tree.vocab_size + int(action)
+        self.s = tree.offsets[self.depth] + self.value
+        done = self.depth == tree.length
+        return self.s, self.rewards[self.value] if done else 0.0, done, False, {}
 
 
 @torch.inference_mode()

@@ -15,8 +15,10 @@ from langrl.rl.returns import gae, token_discounts, whiten
 from langrl.rl.td import (
     double_q_target,
     expected_sarsa_target,
+    n_step_return,
     q_learning_target,
     sarsa_target,
+    soft_log_ratio,
     soft_policy,
     soft_q_target,
     soft_value,
@@ -25,7 +27,8 @@ from langrl.rl.td import (
 
 __all__ = [
     "AGGREGATIONS", "KL_ESTIMATORS", "baseline_advantages", "clipped_surrogate", "double_q_target",
-    "expected_sarsa_target", "gae", "grpo_advantages", "kl_exact", "kl_k1", "kl_k2", "kl_k3", "ppo_loss",
-    "q_learning_target", "rloo_advantages", "sarsa_target", "seq_mean", "seq_sum", "sequence_kl", "soft_policy",
-    "soft_q_target", "soft_value", "td_error", "token_discounts", "token_mean", "update_moving_average", "whiten",
+    "expected_sarsa_target", "gae", "grpo_advantages", "kl_exact", "kl_k1", "kl_k2", "kl_k3", "n_step_return",
+    "ppo_loss", "q_learning_target", "rloo_advantages", "sarsa_target", "seq_mean", "seq_sum", "sequence_kl",
+    "soft_log_ratio", "soft_policy", "soft_q_target", "soft_value", "td_error", "token_discounts", "token_mean",
+    "update_moving_average", "whiten",
 ]
