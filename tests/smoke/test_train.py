@@ -67,7 +67,7 @@ def test_lora_trains_only_the_adapter_and_uses_it_as_reference(tmp_path, lm_conf
 def test_run_directory_contents(tmp_path, lm_config):
     config = lm_config(log__tensorboard=True, log__sample_every=1)
     run = langrl.train(config, output=tmp_path / "run").run_dir
-    assert (run / "config.yaml").read_text().startswith("model: tiny")
+    assert (run / "config.yaml").read_text().startswith("kind: lm\nmodel: tiny")
     assert list((run / "tb").glob("events.out.tfevents.*"))
     samples = read_jsonl(run / "samples.jsonl")
     assert {"step", "prompt", "completion", "reward"} <= set(samples[0])
