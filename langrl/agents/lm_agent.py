@@ -43,7 +43,7 @@ from langrl.rollout.env_steps import ReferenceScorer, StepRollout, VecState, col
 from langrl.rollout.episodes import Episode, run_episodes, summarise_episodes
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
-from langrl.run.checkpoint import list_checkpoints
+from langrl.run.checkpoint import newest_checkpoint
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, minibatch_epochs, set_lr, trainable
@@ -293,8 +293,7 @@ def rollout_metrics(rollout: StepRollout) -> dict[str, float]:
 
 def resolve_policy_path(model: str) -> str:
     """A run folder -> its newest checkpoint; anything else (checkpoint, model name) as it is."""
-    checkpoints = list_checkpoints(Path(model)) if Path(model).is_dir() else []
-    return str(checkpoints[-1]) if checkpoints else model
+    return newest_checkpoint(model)
 
 
 def trained_config(path: str, cfg: AgentConfig) -> AgentConfig:

@@ -5,7 +5,7 @@
 - ``kind: tabular``: tabular TD learning (Q-learning, SARSA, soft Q, ...) on a discrete environment.
 - ``kind: dqn``: DQN on a Gymnasium environment, numeric or text observations.
 - ``kind: offline``: learning an LM from a fixed dataset of scored texts (ILQL, filtered BC, RWR).
-- ``kind: plan``: planning with a world model (MCTS, beam search), fitting an LM world model, Dyna.
+- ``kind: plan``: planning with a world model (MCTS, beam search, BFS) and Dyna on the toy token MDP.
 
 :data:`KINDS` is the one registry: for each kind, where its config, its training loop and its evaluation
 live (imported only when used). A config without ``kind`` is an agent run when it has an ``env`` section
@@ -90,7 +90,8 @@ KINDS: dict[str, Kind] = {
                        "eval.every=300", "eval.episodes=2", "eval.test_episodes=2", "log.every=100",
                        "log.checkpoint_every=300")),
     "plan": Kind("langrl.config.plan:plan_config_from_data", "langrl.planning.run:train_plan",
-                 "langrl.planning.run:evaluate_kind"),
+                 "langrl.planning.run:evaluate_kind",
+                 smoke=("steps=2", "eval.episodes=1", "planner.simulations=10", "task.length=2", "dyna.episodes=4")),
     "offline": Kind("langrl.config.offline:offline_config_from_data", "langrl.lm.offline:train_offline",
                     "langrl.lm.offline:evaluate_kind",
                     smoke=("steps=2", "train.batch_size=4", "decode.samples=1", "decode.eval_prompts=1",

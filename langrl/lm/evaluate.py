@@ -15,11 +15,12 @@ from langrl.rewards import build_reward, check_columns, score
 from langrl.rl.kl import sequence_kl
 from langrl.rollout import SamplingConfig
 from langrl.run import seeds
+from langrl.run.checkpoint import newest_checkpoint
 
 
 def evaluate_kind(config: Config, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
-    """`langrl.evaluate` of ``kind: lm`` (``episodes`` does not apply)."""
-    return evaluate_lm(config, model, num_prompts)
+    """`langrl.evaluate` of ``kind: lm`` (``episodes`` does not apply); ``model`` may be a run folder."""
+    return evaluate_lm(config, newest_checkpoint(model), num_prompts)
 
 
 def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_prompts: int = 16,

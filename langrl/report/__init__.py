@@ -22,6 +22,10 @@ def write_report(run_dir: str | Path) -> Path:
     kind = config_kind(data) if isinstance(data, dict) else "lm"
     if kind in ENV_KINDS:
         return write_agent_report(Path(run_dir))
+    if kind == "plan":
+        from langrl.planning.run import write_dyna_report
+
+        return write_dyna_report(Path(run_dir))
     return write_lm_report(Path(run_dir))
 
 

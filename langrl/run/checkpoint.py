@@ -97,6 +97,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found) if (p / MANIFEST).exists()]
 
 
+def newest_checkpoint(model: str) -> str:
+    """A run folder -> its newest intact checkpoint; anything else (a checkpoint, a model name) as it is."""
+    found = list_checkpoints(Path(model)) if Path(model).is_dir() else []
+    return str(found[-1]) if found else model
+
+
 def clean_stale(run_dir: Path) -> list[Path]:
     """Remove what crashed writers left in ``checkpoints/``: temporary folders (``.tmp-*``, ``.old-*``)
     and step folders without ``COMPLETE``. Call it only while holding the run's lock."""
