@@ -55,10 +55,22 @@ def test_smoke_switch_shrinks_a_config_to_seconds(tmp_path, capsys):
     assert max(r["step"] for r in rows) == 2
 
 
-@pytest.mark.parametrize("kind", ["lm", "agent"])
+@pytest.mark.parametrize("kind", ["lm", "agent", "tabular", "dqn", "offline", "plan"])
 def test_every_kind_has_smoke_overrides_that_validate(kind, tmp_path):
     from langrl.config import KINDS, load_any_config
 
-    config = {"lm": "configs/toy_exact.yaml", "agent": "configs/babyai_goto.yaml"}[kind]
+    config = {"lm": "configs/toy_exact.yaml", "agent": "configs/babyai_goto.yaml", "tabular": "configs/soft_q_toy.yaml",
+              "dqn": "configs/dqn_cartpole.yaml", "offline": "configs/ilql_toy.yaml",
+              "plan": "configs/dyna_toy.yaml"}[kind]
     cfg = load_any_config(config, list(KINDS[kind].smoke))
     assert cfg.kind == kind
+
+
+def test_the_config_reference_in_docs_is_current():
+    """docs/config.md is generated from the code (python -m langrl.config.describe > docs/config.md)."""
+    from pathlib import Path
+
+    from langrl.config.describe import reference_markdown
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert docs.read_text(encoding="utf-8") == reference_markdown(), "regenerate docs/config.md"
