@@ -60,7 +60,7 @@ from langrl.run.harness import Checkpointed, RunHarness, TrainResult
 from langrl.run.io import atomic_write_jsonl, read_jsonl
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, minibatch_epochs, set_lr, trainable
-from langrl.run.runtime import reuse_freed_memory
+from langrl.run.runtime import load_run_lm
 
 log = logging.getLogger("langrl")
 DATASET_FILE = "dataset.jsonl"  # a generated dataset, kept in the run folder
@@ -123,12 +123,7 @@ def build_heads(cfg: OfflineConfig, model: PreTrainedModel, base: PreTrainedMode
 
 def build_run(cfg: OfflineConfig) -> OfflineRun:
     """Load the base model, the trained network and its heads, the optimizer, the reward and the prompts."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
-    if lm.model.device.type == "cpu":
-        reuse_freed_memory()
+    lm = load_run_lm(cfg)
     base = copy.deepcopy(lm.model).eval().requires_grad_(False)
     model = lm.model
     freeze(model, cfg.train.freeze)

@@ -23,7 +23,7 @@ from langrl.envs.text.core import PromptTask
 from langrl.errors import ConfigError, NonFiniteError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
-from langrl.models import Reference, apply_lora, load_lm, merged_lora
+from langrl.models import Reference, apply_lora, merged_lora
 from langrl.models.forward import completion_logits, token_logprobs
 from langrl.report.lm import summarise, write_report
 from langrl.rewards import RewardFn, build_reward, check_columns, score
@@ -35,7 +35,7 @@ from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_ru
 from langrl.run.io import atomic_write_json, read_jsonl
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, set_lr, trainable
-from langrl.run.runtime import reuse_freed_memory
+from langrl.run.runtime import load_run_lm
 
 
 @dataclass
@@ -109,12 +109,7 @@ def train_steps(run: Run, harness: RunHarness) -> dict[str, float]:
 
 def build_run(cfg: Config) -> Run:
     """Load the model, the reference, LoRA, the algorithm, optimizer, reward and prompts."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
-    if lm.model.device.type == "cpu":
-        reuse_freed_memory()
+    lm = load_run_lm(cfg)
     use_adapter = cfg.lora is not None and cfg.kl.reference != "copy"
     # Built even when kl.coef = 0: kl/ref is always logged. Copies are taken before LoRA changes the model.
     reference = Reference(lm.model, use_adapter=use_adapter)

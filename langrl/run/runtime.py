@@ -5,6 +5,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import platform
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from langrl.config.base import RunConfig
+    from langrl.models.lm import LM
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4  # glibc's mallopt parameters
 MMAP_THRESHOLD = 32 * 2**20  # the largest glibc accepts on 64-bit systems, for when mmap is used
@@ -28,3 +35,17 @@ def reuse_freed_memory() -> bool:
     libc = ctypes.CDLL(ctypes.util.find_library("c"))
     settings = ((M_MMAP_THRESHOLD, MMAP_THRESHOLD), (M_TRIM_THRESHOLD, TRIM_THRESHOLD), (M_MMAP_MAX, 0))
     return all(libc.mallopt(param, value) == 1 for param, value in settings)
+
+
+def load_run_lm(cfg: RunConfig) -> LM:
+    """What every LM run does first: the config's torch threads and seed, then its model (with freed memory
+    kept for reuse on CPU)."""
+    from langrl.models import load_lm
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
+    if lm.model.device.type == "cpu":
+        reuse_freed_memory()
+    return lm
