@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from langrl.api import train
 
     overrides = [*smoke_overrides(args.config), *args.overrides] if args.smoke else args.overrides
+    started = time.monotonic()
     result = train(args.config, output=args.output, resume=args.resume, overrides=overrides,
                    allow_config_change=args.allow_config_change)
     s = result.summary
@@ -153,10 +155,32 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"{phase}: success rate {fmt(r['success_rate'])}, mean return {fmt(r['mean_return'])} "
                   f"at {int(r['env_steps'])} env steps")
     else:
-        print(f"reward: first-10 mean {fmt(s['reward_first10'])}, last-10 mean {fmt(s['reward_last10'])}; "
-              f"final kl/ref {fmt(s['kl_final'])} nats; {fmt(s['step_s_median'])} s/step")
+        for line in lm_headline(s):
+            print(line)
+    minutes, seconds = divmod(round(time.monotonic() - started), 60)
+    print(f"wall time: {minutes} min {seconds:02d} s (models loaded, trained, evaluated, reported)")
     print(f"report: {result.run_dir / 'report.md'}")
     return 0
+
+
+def lm_headline(s: dict[str, Any]) -> list[str]:
+    """What an LM run did, in two or three lines: training reward and KL, then the evaluation before/after."""
+    first, last = s["reward_first10"], s["reward_last10"]
+    gain = f" ({last - first:+.3f})" if first is not None and last is not None else ""
+    lines = [f"training prompts: reward {fmt(first)} (first 10 steps) -> {fmt(last)} (last 10){gain}; "
+             f"kl/ref {fmt(s['kl_last10'])} nats (last 10); {fmt(s['step_s_median'])} s/step"]
+    if s.get("eval_prompts"):
+        which = "held-out" if s["eval_held_out"] else "evaluation"
+        before, after = s["eval_reward_before"], s["eval_reward_after"]
+        gain = f" ({after - before:+.3f})" if before is not None and after is not None else ""
+        line = (f"{s['eval_prompts']} {which} prompts x {s['eval_samples']}: reward {fmt(before)} before -> "
+                f"{fmt(after)} after{gain}")
+        if s.get("eval_kl_after") is not None:
+            line += f", kl/ref {fmt(s['eval_kl_after'])} nats"
+        if s.get("best_of_n_at_kl") is not None:
+            line += f"; best-of-n at that KL: {fmt(s['best_of_n_at_kl'])}"
+        lines.append(line)
+    return lines
 
 
 def smoke_overrides(config: str) -> list[str]:

@@ -209,20 +209,18 @@ def fmt(x: Any) -> str:
 
 
 def results_section(run_dir: Path | None, config: dict[str, Any]) -> list[str]:
-    """The headline numbers of an LM run (`langrl.report.summarise`), and its curves when present."""
-    from langrl.report import summarise
-    from langrl.report.lm import EDGE_STEPS
-    from langrl.run.io import read_jsonl
+    """The headline numbers of an LM run (`langrl.report.lm.summarise_run`), and its curves when present."""
+    from langrl.report.lm import EDGE_STEPS, evaluation_lines, summarise_run
 
     lines: list[str] = []
     metrics = None if run_dir is None else run_dir / "metrics.jsonl"
     if metrics is not None and metrics.is_file() and config.get("kind", "lm") in LM_KINDS:
-        s = summarise(read_jsonl(metrics))
+        s = summarise_run(metrics.parent)
         k = min(EDGE_STEPS, s["steps"])
         lines += ["| metric | value |", "|---|---|", f"| steps logged | {fmt(s['steps'])} |",
                   f"| reward/mean, mean of first {k} steps | {fmt(s['reward_first10'])} |",
                   f"| reward/mean, mean of last {k} steps | {fmt(s['reward_last10'])} |",
-                  f"| kl/ref (nats), final | {fmt(s['kl_final'])} |"]
+                  f"| kl/ref (nats), final | {fmt(s['kl_final'])} |", *evaluation_lines(s)]
         if s["non_finite_steps"]:
             lines.append(f"\nNon-finite values were logged at steps {s['non_finite_steps']}.")
     if run_dir is not None and (run_dir / "report.png").is_file():

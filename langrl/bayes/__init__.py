@@ -14,6 +14,7 @@ from langrl.bayes.best_of_n import (
     best_of_n_logp,
     empirical_best_of_n_reward,
     sample_best_of_n,
+    unbiased_best_of_n_reward,
 )
 from langrl.bayes.estimators import (
     effective_sample_fraction,
@@ -44,5 +45,5 @@ __all__ = [
     "effective_sample_size",
     "enumerate_sequences", "expected", "kl", "kl_pi_to_opt_from_policy", "log_importance_weights",
     "log_partition", "log_z_from_policy", "log_z_from_reference", "optimal_frontier", "posterior_logp",
-    "sample_best_of_n", "self_normalised_kl_opt_to_pi", "total_variation",
+    "sample_best_of_n", "self_normalised_kl_opt_to_pi", "total_variation", "unbiased_best_of_n_reward",
 ]

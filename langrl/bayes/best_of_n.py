@@ -128,3 +128,23 @@ def empirical_best_of_n_reward(rewards: torch.Tensor, n: int) -> float:
     k = torch.arange(1, m + 1, dtype=torch.float64)
     weights = (k / m) ** n - ((k - 1) / m) ** n
     return float((weights * ordered).sum())
+
+
+def unbiased_best_of_n_reward(rewards: torch.Tensor, n: int) -> float:
+    """(M,) rewards of M >= n iid samples from pi0 -> the unbiased estimate of E[max of n draws from pi0].
+
+    The mean of the maximum over all C(M, n) subsets of the samples (a U-statistic): with the rewards sorted,
+    r_(1) <= ... <= r_(M), the maximum of a subset is r_(k) for C(k - 1, n - 1) of them. Unlike the plug-in
+    ``empirical_best_of_n_reward`` it is not biased low for n near M, but needs n <= M.
+    """
+    n = _check_n(n)
+    ordered = torch.sort(torch.as_tensor(rewards, dtype=torch.float64).reshape(-1)).values
+    m = ordered.numel()
+    if n > m:
+        raise ValueError(f"the unbiased best-of-{n} estimate needs at least {n} samples, got {m}")
+    k = torch.arange(1, m + 1, dtype=torch.float64)
+    # C(k - 1, n - 1) / C(m, n) through log-gamma, so that large M does not overflow
+    log_count = torch.lgamma(k) - torch.lgamma(torch.tensor(float(n))) - torch.lgamma(k - n + 1)
+    log_total = math.lgamma(m + 1) - math.lgamma(n + 1) - math.lgamma(m - n + 1)
+    weights = torch.where(k >= n, (log_count - log_total).exp(), torch.zeros_like(k))
+    return float((weights * ordered).sum())

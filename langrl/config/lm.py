@@ -48,6 +48,8 @@ class PromptsConfig(Section):
     per_step: int = Field(4, ge=1, description="prompts per training step")
     eval_count: int = Field(8, ge=0, description="fixed prompts sampled before and after training: the first "
                                                  "held-out prompts when there are some, else the first prompts")
+    eval_samples: int = Field(1, ge=1, description="completions per evaluation prompt before and after training; "
+                                                   "with 2 or more the report also draws best-of-n from them")
     eval_file: str | None = Field(None, description="held-out prompts for evaluation, a file read like file")
     eval_split: str | None = Field(None, description="held-out split of the dataset or folder, e.g. test")
     eval_fraction: float = Field(0.0, ge=0, lt=1, description="hold out this fraction of the rows for "
@@ -80,6 +82,11 @@ class PromptsConfig(Section):
             raise ValueError("prompts.split and prompts.eval_split pick splits of a dataset or folder, "
                              "not of prompts.items")
         return self
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether evaluation prompts are held out from training."""
+        return self.eval_file is not None or self.eval_split is not None or self.eval_fraction > 0
 
 
 class SamplingSection(Section):

@@ -49,7 +49,7 @@ from langrl.models import load_lm
 from langrl.models.forward import completion_forward, completion_logits, token_logprobs
 from langrl.models.value import MLPValueHead, QHeads
 from langrl.report import write_report
-from langrl.report.lm import summarise
+from langrl.report.lm import summarise_run
 from langrl.rewards import RewardFn, build_reward
 from langrl.rl import ilql
 from langrl.rl.returns import token_discounts
@@ -57,7 +57,7 @@ from langrl.run import seeds
 from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import list_checkpoints, load_tensors
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult
-from langrl.run.io import atomic_write_jsonl, read_jsonl
+from langrl.run.io import atomic_write_jsonl
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, minibatch_epochs, set_lr, trainable
 from langrl.run.runtime import load_run_lm
@@ -296,7 +296,7 @@ def train_offline(config: OfflineConfig, output: str | Path, resume: bool = Fals
                     harness.log(logger, step, after)
                 last |= after
     write_report(run_dir)
-    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
+    summary = summarise_run(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
 
 

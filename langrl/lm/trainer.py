@@ -25,14 +25,14 @@ from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
 from langrl.models import Reference, apply_lora, merged_lora
 from langrl.models.forward import completion_logits, token_logprobs
-from langrl.report.lm import summarise, write_report
+from langrl.report.lm import summarise_run, write_report
 from langrl.rewards import RewardFn, build_reward, check_columns, score
 from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.rollout import SamplingConfig, TokenRollout, sample
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
-from langrl.run.io import atomic_write_json, read_jsonl
+from langrl.run.io import atomic_write_json
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, set_lr, trainable
 from langrl.run.runtime import load_run_lm
@@ -77,7 +77,7 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
             run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
         last = train_steps(run, harness)
     write_report(run_dir)
-    summary = summarise(read_jsonl(run_dir / "metrics.jsonl"))
+    summary = summarise_run(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
 
 
@@ -266,15 +266,22 @@ def make_batch(policy: PreTrainedModel, reference: Reference, rollout: TokenRoll
 
 
 def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None:
-    """Sample the first ``prompts.eval_count`` evaluation prompts (held out, or else the training ones) with a
-    fixed seed, before or after training."""
+    """Sample ``prompts.eval_samples`` completions for each of the first ``prompts.eval_count`` evaluation
+    prompts (held out, or else the training ones) with a fixed seed, before or after training, with each
+    completion's reward and KL to the reference. Before training the policy is the reference: KL 0."""
+    cfg = run.config
     prompt_set = run.eval_prompts
-    count = min(run.config.prompts.eval_count, len(prompt_set.texts))
+    count = min(cfg.prompts.eval_count, len(prompt_set.texts))
     if count == 0:
         return
-    sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": 1})
-    generator = seeds.generator(run.config.seed, "eval_samples", device=run.device)
+    sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": cfg.prompts.eval_samples})
+    generator = seeds.generator(cfg.seed, "eval_samples", device=run.device)
     indices = list(range(count))
-    _, prompts, completions = rollout_prompts(run.policy, run.tokenizer, prompt_set, indices, sampling, generator)
-    rewards = score(run.task.reward, prompts, completions, prompt_set.columns_for(indices, 1))
-    logger.log_eval_samples(phase, step, prompts, completions, rewards)
+    rollout, prompts, completions = rollout_prompts(run.policy, run.tokenizer, prompt_set, indices, sampling,
+                                                    generator)
+    rewards = score(run.task.reward, prompts, completions, prompt_set.columns_for(indices, sampling.group_size))
+    kls = [0.0] * len(rewards)
+    if phase == "after":
+        batch = make_batch(run.policy, run.reference, rollout, rewards, "k1", sampling)
+        kls = sequence_kl(batch.kl_tokens, batch.completion_mask).tolist()
+    logger.log_eval_samples(phase, step, prompts, completions, rewards, kls, held_out=cfg.prompts.holds_out)

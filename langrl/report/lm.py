@@ -10,20 +10,21 @@ from __future__ import annotations
 import io
 import math
 import statistics
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from langrl.errors import LangrlError
 from langrl.report.common import fenced, finite, md_cell, moving_average, sorted_rows
-from langrl.report.frontier import plot_frontier, reference_curves
+from langrl.report.frontier import after_point, phase_groups, plot_frontier, reference_curves, reward_at_kl
 from langrl.run.io import atomic_write_bytes, atomic_write_text, read_jsonl
 
-__all__ = ["summarise", "write_report"]
+__all__ = ["evaluation_summary", "summarise", "summarise_run", "write_report"]
 
 # How many steps the "first" and "last" reward averages cover: one step's reward is too noisy to compare.
 EDGE_STEPS = 10
+# The before/after table shows the first completion of each of the first SHOWN_PROMPTS evaluation prompts.
+SHOWN_PROMPTS = 12
 FIGSIZE = (16.0, 4.2)
 DPI = 110
 
@@ -50,7 +51,7 @@ def summarise(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         steps: the number of distinct logged steps.
         reward_first10 / reward_last10: mean of ``reward/mean`` over the first / last 10 steps that logged
             it (fewer if the run is shorter, so both cover the whole of a run of at most 10 steps).
-        kl_final: the last ``kl/ref``.
+        kl_final: the last ``kl/ref``; kl_last10: its mean over the last 10 steps.
         step_s_median: median of ``time/step_s``; samples_per_s_median: median of ``samples/per_s``.
             Medians, because the first steps include warm-up (allocation, kernel compilation).
 
@@ -73,9 +74,42 @@ def summarise(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         "reward_last10": _mean(reward[-EDGE_STEPS:]),
         # the last logged value, not the last finite one: a run that ended non-finite has no final KL
         "kl_final": logged_kl[-1] if logged_kl and finite(logged_kl[-1]) else None,
+        "kl_last10": _mean(kl[-EDGE_STEPS:]),
         "step_s_median": statistics.median(step_s) if step_s else None,
         "samples_per_s_median": statistics.median(per_s) if per_s else None,
     }
+
+
+def evaluation_summary(run_dir: Path) -> dict[str, Any]:
+    """The before/after evaluation of a run folder, from ``eval_samples.jsonl`` (empty without it).
+
+    Keys: ``eval_prompts``, ``eval_samples`` (completions per prompt), ``eval_held_out`` (True/False, or None
+    when not recorded), ``eval_reward_before`` / ``eval_reward_after`` (mean rewards), ``eval_kl_after``
+    (mean KL to the reference after training), and ``best_of_n_at_kl``: the best-of-n curve's reward at
+    that KL, from the "before" samples (None when the KL lies outside the curve).
+    """
+    rows = read_jsonl(Path(run_dir) / "eval_samples.jsonl", missing_ok=True)
+    before, after = phase_groups(rows, "before"), phase_groups(rows, "after")
+    if not before and not after:
+        return {}
+    flags = {r.get("held_out") for r in rows}
+    out: dict[str, Any] = {
+        "eval_prompts": len(before or after),
+        "eval_samples": min(len(g) for g in before or after),
+        "eval_held_out": flags.pop() if len(flags) == 1 else None,
+        "eval_reward_before": _mean([r["reward"] for g in before for r in g]),
+        "eval_reward_after": _mean([r["reward"] for g in after for r in g]),
+    }
+    point = after_point(rows)
+    out["eval_kl_after"] = point[0] if point else None
+    curve = reference_curves(Path(run_dir)).get("best_of_n", [])
+    out["best_of_n_at_kl"] = reward_at_kl(curve, point[0]) if point and curve else None
+    return out
+
+
+def summarise_run(run_dir: Path) -> dict[str, Any]:
+    """`summarise` of the run's metrics and its `evaluation_summary`."""
+    return {**summarise(read_jsonl(Path(run_dir) / "metrics.jsonl")), **evaluation_summary(run_dir)}
 
 
 def _empty(ax: Any, message: str) -> None:
@@ -85,7 +119,8 @@ def _empty(ax: Any, message: str) -> None:
     ax.set_yticks([])
 
 
-def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[list[float]]]) -> bytes:
+def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[list[float]]],
+          after: tuple[float, float] | None = None) -> bytes:
     """Render the three-panel figure (reward, KL, reward-vs-KL frontier) to PNG bytes.
 
     Uses ``matplotlib.figure.Figure`` directly instead of pyplot: no GUI backend is touched and the global
@@ -96,7 +131,7 @@ def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[lis
 
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax_r, ax_kl, ax_frontier = fig.subplots(1, 3)
-    plot_frontier(ax_frontier, list(rows), curves)
+    plot_frontier(ax_frontier, list(rows), curves, after)
     fig.suptitle(title)
 
     steps, reward = _series(rows, "reward/mean")
@@ -166,6 +201,22 @@ def _fmt(x: float | int | None) -> str:
     return f"{x:.4g}"
 
 
+def evaluation_lines(summary: dict[str, Any]) -> list[str]:
+    """The summary rows of the before/after evaluation, when the run made one."""
+    if "eval_prompts" not in summary:
+        return []
+    which = {True: "held-out prompts", False: "training prompts"}.get(summary["eval_held_out"], "evaluation prompts")
+    where = f"{which} ({summary['eval_prompts']} x {summary['eval_samples']} completions)"
+    lines = [f"| reward on {where}, before training | {_fmt(summary['eval_reward_before'])} |",
+             f"| reward on {where}, after training | {_fmt(summary['eval_reward_after'])} |"]
+    if summary.get("eval_kl_after") is not None:
+        lines.append(f"| kl/ref on {which}, after training | {_fmt(summary['eval_kl_after'])} |")
+    if summary.get("best_of_n_at_kl") is not None:
+        lines.append(f"| best-of-n reward at that KL (from the samples before training) | "
+                     f"{_fmt(summary['best_of_n_at_kl'])} |")
+    return lines
+
+
 def _summary_table(summary: dict[str, Any], n_reward: int) -> list[str]:
     k = min(EDGE_STEPS, n_reward)
     warning = []
@@ -178,27 +229,23 @@ def _summary_table(summary: dict[str, Any], n_reward: int) -> list[str]:
         f"| steps | {_fmt(summary['steps'])} |",
         f"| reward/mean, mean of first {k} steps | {_fmt(summary['reward_first10'])} |",
         f"| reward/mean, mean of last {k} steps | {_fmt(summary['reward_last10'])} |",
+        f"| kl/ref, mean of last {k} steps | {_fmt(summary['kl_last10'])} |",
         f"| kl/ref, final | {_fmt(summary['kl_final'])} |",
         f"| time/step_s, median | {_fmt(summary['step_s_median'])} |",
         f"| samples/per_s, median | {_fmt(summary['samples_per_s_median'])} |",
+        *evaluation_lines(summary),
     ]
 
 
 def _before_after_table(eval_rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Pair "before" and "after" samples by prompt.
-
-    A prompt sampled several times pairs its k-th "before" with its k-th "after"; a side with fewer samples
-    leaves its cells empty. Prompts keep their first-seen order.
-    """
-    by_phase: dict[str, dict[str, list[dict[str, Any]]]] = {p: defaultdict(list) for p in ("before", "after")}
-    order: dict[str, None] = {}
+    """The first "before" and the first "after" completion of each of the first ``SHOWN_PROMPTS`` evaluation
+    prompts: a fixed rule, so the rows are not picked for how they read. Prompts keep their first-seen order."""
+    first: dict[str, dict[str, dict[str, Any]]] = {}
     for r in eval_rows:
         phase = r.get("phase")
-        if phase in by_phase:
-            prompt = str(r.get("prompt", ""))
-            by_phase[phase][prompt].append(r)
-            order.setdefault(prompt, None)
-    if not order:
+        if phase in ("before", "after"):
+            first.setdefault(str(r.get("prompt", "")), {}).setdefault(phase, r)
+    if not first:
         return ["_No before/after samples were logged._"]
 
     def cells(r: dict[str, Any] | None) -> str:
@@ -208,13 +255,11 @@ def _before_after_table(eval_rows: Sequence[dict[str, Any]]) -> list[str]:
         shown = _fmt(float(reward)) if finite(reward) else "n/a"
         return f"{md_cell(str(r.get('completion', '')))} | {shown}"
 
-    lines = ["| prompt | before | reward | after | reward |", "|---|---|---|---|---|"]
-    for prompt in order:
-        before, after = by_phase["before"].get(prompt, []), by_phase["after"].get(prompt, [])
-        for i in range(max(len(before), len(after))):
-            b = before[i] if i < len(before) else None
-            a = after[i] if i < len(after) else None
-            lines.append(f"| {md_cell(prompt)} | {cells(b)} | {cells(a)} |")
+    lines = [f"The first completion of each of the first {min(len(first), SHOWN_PROMPTS)} evaluation prompts "
+             "(a fixed seed; the same prompts before and after).", "",
+             "| prompt | before | reward | after | reward |", "|---|---|---|---|---|"]
+    for prompt, phases in list(first.items())[:SHOWN_PROMPTS]:
+        lines.append(f"| {md_cell(prompt)} | {cells(phases.get('before'))} | {cells(phases.get('after'))} |")
     return lines
 
 
@@ -235,9 +280,10 @@ def write_report(run_dir: Path) -> Path:
     config = config_path.read_text(encoding="utf-8") if config_path.exists() else None
 
     name = run_dir.resolve().name
-    atomic_write_bytes(run_dir / "report.png", _plot(rows, f"Run {name}", reference_curves(run_dir)))
+    curves, after = reference_curves(run_dir), after_point(eval_rows)
+    atomic_write_bytes(run_dir / "report.png", _plot(rows, f"Run {name}", curves, after))
 
-    summary = summarise(rows)
+    summary = {**summarise(rows), **evaluation_summary(run_dir)}
     md = [f"# Run report: {name}", "", *_summary_table(summary, len(_series(rows, "reward/mean")[1]))]
     md += ["", "![curves](report.png)", "", "## Before / after", "", *_before_after_table(eval_rows)]
     md += ["", "## Config", ""]

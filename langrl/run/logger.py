@@ -386,8 +386,12 @@ class RunLogger:
         prompts: Sequence[str],
         completions: Sequence[str],
         rewards: Sequence[Any],
+        kls: Sequence[float] | None = None,
+        held_out: bool | None = None,
     ) -> None:
-        """Record held-out completions for ``phase`` ("before" or "after" training) in ``eval_samples.jsonl``.
+        """Record held-out completions for ``phase`` ("before" or "after" training) in ``eval_samples.jsonl``,
+        with each completion's KL to the reference (``kls``) and whether its prompt was held out from training
+        when the caller knows them.
 
         Rows of the same phase from an earlier call (e.g. an interrupted run's "before" pass, redone on
         resume) are replaced, so the report pairs exactly one set of "before" with one of "after".
@@ -396,6 +400,13 @@ class RunLogger:
         if phase not in EVAL_PHASES:
             raise ValueError(f"phase must be one of {EVAL_PHASES}, got {phase!r}")
         new = [{"phase": phase, **row} for row in _sample_rows(int(step), prompts, completions, rewards)]
+        if kls is not None:
+            _check_lengths(prompts, completions, kls)
+            for row, kl in zip(new, kls, strict=True):
+                row["kl"] = _json_number(_to_float(kl, "kl"))
+        if held_out is not None:
+            for row in new:
+                row["held_out"] = held_out
         old = read_jsonl(self.eval_samples_path, missing_ok=True)
         atomic_write_jsonl(self.eval_samples_path, [r for r in old if r.get("phase") != phase] + new)
         if self._writer is not None and new:

@@ -15,6 +15,7 @@ from langrl.bayes import (
     compare_to_optimum,
     effective_sample_fraction,
     effective_sample_size,
+    empirical_best_of_n_reward,
     enumerate_sequences,
     expected,
     kl,
@@ -27,6 +28,7 @@ from langrl.bayes import (
     sample_best_of_n,
     self_normalised_kl_opt_to_pi,
     total_variation,
+    unbiased_best_of_n_reward,
 )
 
 # pi0 = (1/2, 1/3, 1/6) with rewards (0, 1, 2): the running hand-computed example.
@@ -260,3 +262,25 @@ def test_effective_sample_size() -> None:
     assert effective_sample_fraction(dominant) == pytest.approx(0.01)
     # Two weights 1 and 3: (1 + 3)^2 / (1 + 9) = 1.6
     assert effective_sample_size(torch.tensor([0.0, math.log(3)])) == pytest.approx(1.6)
+
+
+def test_unbiased_best_of_n_reward_is_the_mean_over_all_subsets() -> None:
+    import itertools
+
+    rewards = torch.tensor([0.3, -0.2, 0.9, 0.0, 0.5, 0.5, -0.7])
+    for n in range(1, len(rewards) + 1):
+        subsets = list(itertools.combinations(rewards.tolist(), n))
+        by_hand = sum(max(s) for s in subsets) / len(subsets)
+        assert unbiased_best_of_n_reward(rewards, n) == pytest.approx(by_hand, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 8 samples"):
+        unbiased_best_of_n_reward(rewards, 8)
+
+
+def test_unbiased_best_of_n_beats_the_plug_in_near_m() -> None:
+    """Over many draws of M = 4 normals, the U-statistic averages to E[max of 4] = 1.0294; the plug-in is low."""
+    g = torch.Generator().manual_seed(0)
+    draws = torch.randn(4000, 4, generator=g, dtype=torch.float64)
+    unbiased = sum(unbiased_best_of_n_reward(d, 4) for d in draws[:4000]) / 4000
+    plug_in = sum(empirical_best_of_n_reward(d, 4) for d in draws[:4000]) / 4000
+    assert unbiased == pytest.approx(1.0294, abs=0.03)
+    assert plug_in < 0.95

@@ -202,6 +202,7 @@ def test_summarise_hand_computed() -> None:
     assert s["reward_first10"] == pytest.approx(5.5)  # mean(1..10)
     assert s["reward_last10"] == pytest.approx(7.5)  # mean(3..12)
     assert s["kl_final"] == 0.5
+    assert s["kl_last10"] == pytest.approx(0.3)  # the two steps that logged it
     assert s["step_s_median"] == 2.0  # ten 2.0s and one 5.0
     assert s["samples_per_s_median"] == 8.0
     assert s["non_finite_steps"] == []
@@ -211,6 +212,7 @@ def test_summarise_hand_computed() -> None:
         "reward_first10",
         "reward_last10",
         "kl_final",
+        "kl_last10",
         "step_s_median",
         "samples_per_s_median",
     }
@@ -288,3 +290,36 @@ def test_summarise_flags_non_finite_steps_and_has_no_final_kl_after_one() -> Non
     rows = [{"step": 1, "reward/mean": 0.1, "kl/ref": 0.2}, {"step": 2, "reward/mean": 0.3, "kl/ref": None}]
     s = summarise(rows)
     assert s["non_finite_steps"] == [2] and s["kl_final"] is None and s["reward_last10"] == pytest.approx(0.2)
+
+
+def test_report_evaluates_before_and_after_against_best_of_n(tmp_path: Path) -> None:
+    """Several samples per evaluation prompt: the report gives the mean reward before and after, the KL after,
+    best-of-n (unbiased, per prompt) at that KL, the estimated optimum, and one completion per prompt."""
+    from langrl.report.frontier import reference_curves
+    from langrl.report.lm import evaluation_summary
+
+    run = tmp_path / "run"
+    prompts = [p for p in ("p1", "p2") for _ in range(4)]
+    with RunLogger(run, tensorboard=False) as log:
+        log.log_metrics(1, {"reward/mean": 0.1, "kl/ref": 0.0})
+        log.log_eval_samples("before", 0, prompts, [f"b{i}" for i in range(8)],
+                             [0.0, 0.2, 0.4, 0.6, -0.5, 0.0, 0.5, 1.0], [0.0] * 8, held_out=True)
+        log.log_eval_samples("after", 5, prompts, [f"a{i}" for i in range(8)],
+                             [0.5, 0.5, 0.6, 0.6, 0.2, 0.4, 0.6, 0.8], [1.0, 1.2, 0.8, 1.0] * 2, held_out=True)
+    s = evaluation_summary(run)
+    assert (s["eval_prompts"], s["eval_samples"], s["eval_held_out"]) == (2, 4, True)
+    assert s["eval_reward_before"] == pytest.approx(0.275) and s["eval_reward_after"] == pytest.approx(0.525)
+    assert s["eval_kl_after"] == pytest.approx(1.0)
+    curves = reference_curves(run)
+    # best of 4 = the best sample of each prompt: (0.6 + 1.0) / 2, at the KL bound log 4 - 3/4
+    assert curves["best_of_n"][-1] == pytest.approx([math.log(4) - 0.75, 0.8])
+    # best of 2, per prompt: the mean over the 6 pairs of each prompt's samples
+    assert curves["best_of_n"][1][1] == pytest.approx((2.8 / 6 + 4.0 / 6) / 2)
+    # KL 1.0 lies between best of 2 (0.307) and best of 4 (0.636)? No: beyond best of 4, so no reading
+    assert s["best_of_n_at_kl"] is None
+    optimum = curves["optimum_is"]
+    assert all(kl <= 0.5 * math.log(4) + 1e-9 for kl, _ in optimum)
+    assert [r for _, r in optimum] == sorted(r for _, r in optimum)  # more KL buys more reward
+    md = write_report(run).read_text()
+    assert "| reward on held-out prompts (2 x 4 completions), before training | 0.275 |" in md
+    assert "| p1 | b0 | 0 | a0 | 0.5 |" in md and "b1" not in md  # the first completion of each prompt

@@ -209,3 +209,22 @@ def test_frozen_parameters_do_not_move(tmp_path, lm_config):
     assert not torch.equal(before[key], after[key])
     with pytest.raises(ConfigError, match="no parameter name contains"):
         langrl.train(lm_config(train__freeze=["embeddings_typo"]), output=tmp_path / "other")
+
+
+def test_evaluation_before_and_after_on_held_out_prompts(tmp_path, lm_config):
+    items = ["hello", "world", "abc", "xyz", "foo", "bar"]
+    config = lm_config(prompts__items=items, prompts__eval_fraction=0.34, prompts__eval_samples=3,
+                       log__sample_every=1)
+    result = langrl.train(config, output=tmp_path / "run")
+    rows = read_jsonl(result.run_dir / "eval_samples.jsonl")
+    before = [r for r in rows if r["phase"] == "before"]
+    after = [r for r in rows if r["phase"] == "after"]
+    assert len(before) == len(after) == 2 * 3 and all(r["held_out"] for r in rows)
+    assert all(r["kl"] == 0.0 for r in before) and all(math.isfinite(r["kl"]) for r in after)
+    held = {r["prompt"] for r in rows}
+    trained = {r["prompt"] for r in read_jsonl(result.run_dir / "samples.jsonl")}
+    assert not held & trained, "evaluation prompts were trained on"
+    s = result.summary
+    assert (s["eval_prompts"], s["eval_samples"], s["eval_held_out"]) == (2, 3, True)
+    assert s["eval_reward_after"] == pytest.approx(sum(r["reward"] for r in after) / 6)
+    assert "held-out prompts (2 x 3 completions)" in (result.run_dir / "report.md").read_text()
