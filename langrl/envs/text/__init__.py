@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import gymnasium
 
+from langrl.envs.dialogue import register_dialogue_envs
+
 BABYAI_LEVELS = (
     "GoToRedBallGrey", "GoToRedBall", "GoToRedBallNoDists", "GoToObj", "GoToLocal", "GoTo", "PickupLoc",
     "Pickup", "PutNextLocal", "OpenDoor", "UnlockLocal",
@@ -44,7 +46,8 @@ def register_envs() -> list[str]:
     return list(specs)
 
 
-ENV_IDS = register_envs()
+ENV_IDS = register_envs()  # choice environments (info["actions"]); the dialogue ones take free text
+DIALOGUE_IDS = register_dialogue_envs()
 
 if TYPE_CHECKING:
     from langrl.envs.text.babyai import BABYAI_ACTIONS, BabyAIText

@@ -1,0 +1,69 @@
+"""Multi-turn dialogue environments with rule-based simulated users (LMRL-Gym style, Abdulhai et al. 2023).
+
+The agent is the questioner; a simulated user holds a hidden target and answers in text
+(:class:`SimulatedUserEnv`: reset, step, info and reward are described in :mod:`langrl.envs.dialogue.base`).
+
+- ``langrl/TwentyQuestions-v0``: find a hidden everyday object with yes/no questions (:class:`TwentyQuestions`;
+  :func:`optimal_questioner` is the greedy information-gain questioner).
+- ``langrl/GuessMyCity-v0``: find a hidden world city with free-text questions (:class:`GuessMyCity`).
+
+:func:`register_dialogue_envs` registers both ids with gymnasium (idempotent; importing this package calls it).
+Registration uses entry-point strings, so it imports neither environment module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import gymnasium
+
+TWENTY_QUESTIONS_ID = "langrl/TwentyQuestions-v0"
+GUESS_MY_CITY_ID = "langrl/GuessMyCity-v0"
+DIALOGUE_SPECS: dict[str, str] = {
+    TWENTY_QUESTIONS_ID: "langrl.envs.dialogue.twenty_questions:TwentyQuestions",
+    GUESS_MY_CITY_ID: "langrl.envs.dialogue.guess_my_city:GuessMyCity",
+}
+
+
+def register_dialogue_envs() -> list[str]:
+    """Register the dialogue environments with gymnasium (idempotent); returns their ids."""
+    for env_id, entry_point in DIALOGUE_SPECS.items():
+        if env_id not in gymnasium.registry:
+            gymnasium.register(id=env_id, entry_point=entry_point)
+    return list(DIALOGUE_SPECS)
+
+
+DIALOGUE_ENV_IDS = register_dialogue_envs()
+
+if TYPE_CHECKING:
+    from langrl.envs.dialogue.base import Reply, SimulatedUserEnv
+    from langrl.envs.dialogue.guess_my_city import GuessMyCity, parse_city_question
+    from langrl.envs.dialogue.twenty_questions import (
+        GreedyQuestioner,
+        TwentyQuestions,
+        greedy_mean_questions,
+        optimal_questioner,
+        parse_question,
+    )
+
+LAZY = {
+    "Reply": "base", "SimulatedUserEnv": "base", "GuessMyCity": "guess_my_city",
+    "parse_city_question": "guess_my_city", "GreedyQuestioner": "twenty_questions",
+    "TwentyQuestions": "twenty_questions", "greedy_mean_questions": "twenty_questions",
+    "optimal_questioner": "twenty_questions", "parse_question": "twenty_questions",
+}
+
+__all__ = [
+    "DIALOGUE_ENV_IDS", "GUESS_MY_CITY_ID", "TWENTY_QUESTIONS_ID", "GreedyQuestioner", "GuessMyCity", "Reply",
+    "SimulatedUserEnv", "TwentyQuestions", "greedy_mean_questions", "optimal_questioner", "parse_city_question",
+    "parse_question", "register_dialogue_envs",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Import an environment module on first use (keeps ``import langrl.envs.dialogue`` light)."""
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"langrl.envs.dialogue.{LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
