@@ -111,6 +111,10 @@ class TrainConfig(Section):
         "seq_mean", description="how per-token losses are averaged")
     baseline_momentum: float = Field(0.9, ge=0, lt=1, description="REINFORCE moving-average baseline")
     scale_rewards: bool = Field(True, description="GRPO: divide by the group's reward std")
+    prefix_baseline: bool = Field(
+        False, description="REINFORCE/RLOO/GRPO: each token's advantage counts only the reward earned from that "
+        "token on (the reward minus the reward of the completion's text before it; unbiased, lower variance "
+        "when reward accrues along the text, as sentiment does); one extra reward call per token")
     freeze: list[str] = Field(
         default_factory=list, description="freeze parameters whose name contains any of these, e.g. "
         "[embed_tokens]: the (tied) embeddings get a gradient on every vocabulary row through the "
@@ -171,6 +175,9 @@ class Config(RunConfig):
             raise ValueError("algorithm 'rloo' needs sampling.group_size >= 2 (it leaves one out)")
         if self.algorithm == "grpo" and self.sampling.group_size < 2:
             raise ValueError("algorithm 'grpo' needs sampling.group_size >= 2 (it normalises within groups)")
+        if self.train.prefix_baseline and self.algorithm not in ("reinforce", "rloo", "grpo"):
+            raise ValueError(f"train.prefix_baseline applies to reinforce, rloo and grpo, not algorithm "
+                             f"{self.algorithm!r}; set it to false (actor-critic methods have a value function)")
         if self.algorithm == "dpg" and self.kl.coef <= 0 and not self.dpg.constraint:
             raise ValueError("algorithm 'dpg' targets pi0 exp(r / beta): it needs kl.coef > 0 (beta)")
         if self.bayes.exact and self.kl.coef <= 0:

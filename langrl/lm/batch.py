@@ -23,6 +23,7 @@ class Batch:
     step:            the training step (1-based); seeds minibatch shuffling so resumed runs repeat it
     values:          (B, Tc) values V(s_t) recorded while sampling (actor-critic with a shared trunk)
     ref_logits:      (B, Tc, V) reference logits, kept only for the exact KL
+    prefix_rewards:  (B, Tc) the reward each completion had earned before token t (``train.prefix_baseline``)
     """
 
     input_ids: torch.Tensor
@@ -37,6 +38,7 @@ class Batch:
     step: int = 0
     values: torch.Tensor | None = None
     ref_logits: torch.Tensor | None = None
+    prefix_rewards: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.rewards.size(0)
@@ -52,4 +54,5 @@ class Batch:
             old_logprobs=self.old_logprobs[index], ref_logprobs=self.ref_logprobs[index],
             rewards=self.rewards[index], group_size=self.group_size, kl_tokens=self.kl_tokens[index],
             step=self.step, values=pick(self.values), ref_logits=pick(self.ref_logits),
+            prefix_rewards=pick(self.prefix_rewards),
         )

@@ -23,6 +23,7 @@ from langrl.models.forward import completion_logits, token_entropy, token_logpro
 from langrl.rl.advantages import (
     baseline_advantages,
     grpo_advantages,
+    rewards_to_go,
     rloo_advantages,
     update_moving_average,
 )
@@ -36,10 +37,18 @@ class PolicyGradient(Algorithm):
 
     baseline: float | None = None
 
-    def advantages(self, rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-        """(B,) rewards -> (B,) advantages with this algorithm's estimator."""
-        grouped = rewards.view(-1, group_size)
-        return ADVANTAGES[self.name](self, grouped).reshape(-1)
+    def advantages(self, rewards: torch.Tensor, group_size: int,
+                   prefix_rewards: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) rewards -> (B,) advantages with this algorithm's estimator; with ``prefix_rewards`` (B, T),
+        (B, T) per-token advantages of the rewards to go, the group baselines taken position by position."""
+        if prefix_rewards is None:
+            grouped = rewards.view(-1, group_size)
+            return ADVANTAGES[self.name](self, grouped).reshape(-1)
+        if self.name == "reinforce":  # one moving baseline, updated once per batch
+            return self.advantages(rewards, group_size)[:, None] - prefix_rewards
+        to_go = rewards_to_go(rewards, prefix_rewards)  # (B, T) -> (P, T, G): groups at each position
+        by_position = to_go.view(-1, group_size, to_go.size(1)).transpose(1, 2)
+        return ADVANTAGES[self.name](self, by_position).transpose(1, 2).reshape(to_go.shape)
 
     def update(self, model: PreTrainedModel, optimizer: torch.optim.Optimizer,
                batch: Batch) -> dict[str, float]:
@@ -48,7 +57,7 @@ class PolicyGradient(Algorithm):
         shaped = batch.rewards
         if self.config.kl.mode == "reward":
             shaped = shaped - self.kl_coef * sequence_kl(batch.kl_tokens, batch.completion_mask)
-        advantages = self.advantages(shaped, batch.group_size)
+        advantages = self.advantages(shaped, batch.group_size, batch.prefix_rewards)
 
         def loss(rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             return self.loss(model, batch.rows(rows), advantages[rows])
@@ -59,7 +68,8 @@ class PolicyGradient(Algorithm):
                                    trainable(model), self.config.optim.max_grad_norm, step_every="epoch",
                                    device=advantages.device)
         model.eval()
-        metrics["advantage/std"] = float(advantages.std()) if advantages.numel() > 1 else 0.0
+        shown = advantages if advantages.dim() == 1 else advantages[batch.completion_mask.bool()]
+        metrics["advantage/std"] = float(shown.std()) if shown.numel() > 1 else 0.0
         if self.baseline is not None:
             metrics["baseline"] = self.baseline
         return metrics

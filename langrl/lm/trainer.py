@@ -23,6 +23,7 @@ from langrl.envs.text.core import PromptTask
 from langrl.errors import ConfigError, NonFiniteError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
+from langrl.lm.prefix import prefix_rewards
 from langrl.models import Reference, apply_lora, merged_lora
 from langrl.models.forward import completion_logits, token_logprobs
 from langrl.report.lm import summarise_run, write_report
@@ -197,10 +198,14 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
                                                     step_generator(run, step), run.algorithm.value_head)
     t_sample = time.perf_counter()
     # Each completion's row columns (its prompt's answer...) reach a reward that declares them.
-    rewards = score(run.task.reward, prompts, completions,
-                    run.task.prompts.columns_for(indices, run.sampling.group_size))
+    columns = run.task.prompts.columns_for(indices, run.sampling.group_size)
+    rewards = score(run.task.reward, prompts, completions, columns)
+    prefix = None
+    if cfg.train.prefix_baseline:
+        prefix = prefix_rewards(run.task.reward, run.tokenizer, prompts, rollout, columns)
     t_reward = time.perf_counter()
     batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling, step)
+    batch.prefix_rewards = prefix
     t_ref = time.perf_counter()
     set_lr(run.optimizer, cfg.optim, step, cfg.steps)
     update = run.algorithm.update(run.policy, run.optimizer, batch)

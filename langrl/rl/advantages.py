@@ -1,6 +1,7 @@
 """Advantages for sequence-level rewards: moving-average baseline, leave-one-out, group-normalised.
 
 All take rewards of shape (P, G): P prompts, G completions each, and return the same shape.
+``rewards_to_go`` turns sequence rewards into per-token ones for the prefix baseline.
 """
 
 from __future__ import annotations
@@ -40,3 +41,13 @@ def grpo_advantages(rewards: torch.Tensor, scale: bool = True, eps: float = 1e-4
     if not scale:
         return centred
     return centred / (rewards.std(-1, keepdim=True) + eps)
+
+
+def rewards_to_go(rewards: torch.Tensor, prefix_rewards: torch.Tensor) -> torch.Tensor:
+    """(B,), (B, T) -> (B, T): the reward completion i earns from its token t on, r_i - r(y_i,<t).
+
+    r(y_<t), the reward of the text before token t, depends only on earlier tokens, so subtracting it from
+    token t's return is a state-dependent baseline: the policy gradient stays unbiased, and a token is no
+    longer credited (or blamed) for what came before it.
+    """
+    return rewards[:, None] - prefix_rewards

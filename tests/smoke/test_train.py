@@ -228,3 +228,33 @@ def test_evaluation_before_and_after_on_held_out_prompts(tmp_path, lm_config):
     assert (s["eval_prompts"], s["eval_samples"], s["eval_held_out"]) == (2, 3, True)
     assert s["eval_reward_after"] == pytest.approx(sum(r["reward"] for r in after) / 6)
     assert "held-out prompts (2 x 3 completions)" in (result.run_dir / "report.md").read_text()
+
+
+def test_prefix_baseline_scores_every_prefix_and_trains(tmp_path, lm_config, tiny):
+    from langrl.lm.prefix import prefix_rewards, prefix_texts
+    from langrl.rewards import build_reward
+    from langrl.rewards.config import parse_reward_spec
+    from langrl.rollout import TokenRollout
+
+    tokenizer = tiny.tokenizer
+    words = ["ab", "c"]
+    ids = [tokenizer.encode(w, add_special_tokens=False) for w in words]
+    width = max(len(i) for i in ids) + 1
+    eos = tokenizer.eos_token_id
+    rows = [i + [eos] + [0] * (width - len(i) - 1) for i in ids]
+    mask = [[1] * (len(i) + 1) + [0] * (width - len(i) - 1) for i in ids]
+    completion = torch.tensor(rows)
+    rollout = TokenRollout(prompt_ids=completion[:, :1], prompt_mask=torch.ones(2, 1, dtype=torch.long),
+                           completion_ids=completion, completion_mask=torch.tensor(mask),
+                           logprobs=torch.zeros(2, width))
+    texts = prefix_texts(tokenizer, rollout)
+    assert [t[0] for t in texts] == ["", ""] and texts[0][-1] == "ab" and texts[1][-1] == "c"
+    reward = build_reward(parse_reward_spec({"type": "length", "target": 2, "unit": "chars"}))
+    table = prefix_rewards(reward, tokenizer, ["p", "p"], rollout)
+    # length reward -|len - 2| / 2: "" -> -1; "ab" -> 0 (+1 earned); "c" -> -0.5 (+0.5 earned)
+    assert table[:, 0].tolist() == [0.0, 0.0] and table[0, -1] == 1.0 and table[1, -1] == 0.5
+
+    result = langrl.train(lm_config(train__prefix_baseline=True), output=tmp_path / "run")
+    assert math.isfinite(result.metrics["loss/policy"])
+    with pytest.raises(Exception, match="prefix_baseline applies to reinforce, rloo and grpo"):
+        langrl.train(lm_config(algorithm="ppo", train__prefix_baseline=True), output=tmp_path / "ppo")
