@@ -113,8 +113,9 @@ class TrainConfig(Section):
     scale_rewards: bool = Field(True, description="GRPO: divide by the group's reward std")
     prefix_baseline: bool = Field(
         False, description="REINFORCE/RLOO/GRPO: each token's advantage counts only the reward earned from that "
-        "token on (the reward minus the reward of the completion's text before it; unbiased, lower variance "
-        "when reward accrues along the text, as sentiment does); one extra reward call per token")
+        "token on (the reward minus the reward of the completion's text before it, and in kl.mode reward the KL "
+        "penalty from that token on; unbiased, lower variance when reward accrues along the text, as sentiment "
+        "does); one extra reward call per token")
     freeze: list[str] = Field(
         default_factory=list, description="freeze parameters whose name contains any of these, e.g. "
         "[embed_tokens]: the (tied) embeddings get a gradient on every vocabulary row through the "

@@ -57,7 +57,11 @@ class PolicyGradient(Algorithm):
         shaped = batch.rewards
         if self.config.kl.mode == "reward":
             shaped = shaped - self.kl_coef * sequence_kl(batch.kl_tokens, batch.completion_mask)
-        advantages = self.advantages(shaped, batch.group_size, batch.prefix_rewards)
+        prefix = batch.prefix_rewards
+        if prefix is not None and self.config.kl.mode == "reward":
+            # the KL penalty of the tokens before t is part of what the prefix "earned" too
+            prefix = prefix - self.kl_coef * (batch.kl_tokens.cumsum(-1) - batch.kl_tokens)
+        advantages = self.advantages(shaped, batch.group_size, prefix)
 
         def loss(rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
             return self.loss(model, batch.rows(rows), advantages[rows])
