@@ -14,7 +14,13 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from langrl.envs.dialogue import GUESS_MY_CITY_ID, TWENTY_QUESTIONS_ID, register_dialogue_envs
+from langrl.envs.dialogue import (
+    GUESS_MY_CITY_ID,
+    HELPDESK_ID,
+    LM_USER_ID,
+    TWENTY_QUESTIONS_ID,
+    register_dialogue_envs,
+)
 from langrl.envs.dialogue.base import load_data, normalize
 from langrl.envs.dialogue.guess_my_city import FIELDS, GuessMyCity, answer_about, open_answer, shipped_answerer
 from langrl.envs.dialogue.twenty_questions import (
@@ -31,6 +37,8 @@ from langrl.envs.dialogue.twenty_questions import (
 )
 from langrl.envs.text.spaces import CHARSET
 from langrl.errors import ConfigError
+
+NEW_IDS = [HELPDESK_ID, LM_USER_ID]  # tested in test_helpdesk_lm_user.py
 
 # --- Twenty Questions: the oracle's rules ------------------------------------------------------------------------
 
@@ -230,7 +238,7 @@ def test_the_city_table_is_complete_and_never_names_the_city_in_answers():
 
 @pytest.mark.parametrize("env_id", [TWENTY_QUESTIONS_ID, GUESS_MY_CITY_ID])
 def test_check_env_passes_and_registration_is_idempotent(env_id, recwarn):
-    assert register_dialogue_envs() == register_dialogue_envs() == [TWENTY_QUESTIONS_ID, GUESS_MY_CITY_ID]
+    assert register_dialogue_envs() == register_dialogue_envs() == [TWENTY_QUESTIONS_ID, GUESS_MY_CITY_ID, *NEW_IDS]
     env = gym.make(env_id)
     check_env(env.unwrapped)
     assert not [w for w in recwarn.list if "gymnasium" in str(w.filename)], [str(w.message) for w in recwarn]
@@ -238,7 +246,7 @@ def test_check_env_passes_and_registration_is_idempotent(env_id, recwarn):
     assert env.observation_space.contains(obs) and {"turn", "target", "success", "candidates"} <= set(info)
     reply, *_ = env.step("Is it big?")
     assert env.observation_space.contains(reply)
-    assert gym.make(env_id, max_turns=5).unwrapped.max_turns == 5
+    assert gym.make(env_id, max_turns=5).get_wrapper_attr("max_turns") == 5
 
 
 def test_importing_the_package_registers_without_importing_the_environments():

@@ -6,9 +6,14 @@ The agent is the questioner; a simulated user holds a hidden target and answers 
 - ``langrl/TwentyQuestions-v0``: find a hidden everyday object with yes/no questions (:class:`TwentyQuestions`;
   :func:`optimal_questioner` is the greedy information-gain questioner).
 - ``langrl/GuessMyCity-v0``: find a hidden world city with free-text questions (:class:`GuessMyCity`).
+- ``langrl/HelpDesk-v0``: the agent is a help-desk assistant; a user with a scripted goal (a problem from
+  ``langrl/data/helpdesk_goals.json``) gives rule-based feedback on each reply (:class:`HelpDesk`; ``split=``
+  ``train``, ``test`` or ``all`` for held-out user goals).
+- ``langrl/LMUser-v0``: a user played by a causal LM prompted with a persona (:class:`LMUser`; ``persona=``,
+  ``model=``: ``tiny`` by default, the embedded ``smollm2-135m-instruct`` for a real one).
 
-:func:`register_dialogue_envs` registers both ids with gymnasium (idempotent; importing this package calls it).
-Registration uses entry-point strings, so it imports neither environment module.
+:func:`register_dialogue_envs` registers these ids with gymnasium (idempotent; importing this package calls it).
+Registration uses entry-point strings, so it imports no environment module (nor torch or a model).
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ import gymnasium
 
 TWENTY_QUESTIONS_ID = "langrl/TwentyQuestions-v0"
 GUESS_MY_CITY_ID = "langrl/GuessMyCity-v0"
+HELPDESK_ID = "langrl/HelpDesk-v0"
+LM_USER_ID = "langrl/LMUser-v0"
 DIALOGUE_SPECS: dict[str, str] = {
     TWENTY_QUESTIONS_ID: "langrl.envs.dialogue.twenty_questions:TwentyQuestions",
     GUESS_MY_CITY_ID: "langrl.envs.dialogue.guess_my_city:GuessMyCity",
+    HELPDESK_ID: "langrl.envs.dialogue.helpdesk:HelpDesk",
+    LM_USER_ID: "langrl.envs.dialogue.lm_user:LMUser",
 }
 
 
@@ -38,6 +47,8 @@ DIALOGUE_ENV_IDS = register_dialogue_envs()
 if TYPE_CHECKING:
     from langrl.envs.dialogue.base import Reply, SimulatedUserEnv
     from langrl.envs.dialogue.guess_my_city import GuessMyCity, parse_city_question
+    from langrl.envs.dialogue.helpdesk import HelpDesk
+    from langrl.envs.dialogue.lm_user import LMUser
     from langrl.envs.dialogue.twenty_questions import (
         GreedyQuestioner,
         TwentyQuestions,
@@ -50,13 +61,14 @@ LAZY = {
     "Reply": "base", "SimulatedUserEnv": "base", "GuessMyCity": "guess_my_city",
     "parse_city_question": "guess_my_city", "GreedyQuestioner": "twenty_questions",
     "TwentyQuestions": "twenty_questions", "greedy_mean_questions": "twenty_questions",
-    "optimal_questioner": "twenty_questions", "parse_question": "twenty_questions",
+    "optimal_questioner": "twenty_questions", "parse_question": "twenty_questions", "HelpDesk": "helpdesk",
+    "LMUser": "lm_user",
 }
 
 __all__ = [
-    "DIALOGUE_ENV_IDS", "GUESS_MY_CITY_ID", "TWENTY_QUESTIONS_ID", "GreedyQuestioner", "GuessMyCity", "Reply",
-    "SimulatedUserEnv", "TwentyQuestions", "greedy_mean_questions", "optimal_questioner", "parse_city_question",
-    "parse_question", "register_dialogue_envs",
+    "DIALOGUE_ENV_IDS", "GUESS_MY_CITY_ID", "HELPDESK_ID", "LM_USER_ID", "TWENTY_QUESTIONS_ID", "GreedyQuestioner",
+    "GuessMyCity", "HelpDesk", "LMUser", "Reply", "SimulatedUserEnv", "TwentyQuestions", "greedy_mean_questions",
+    "optimal_questioner", "parse_city_question", "parse_question", "register_dialogue_envs",
 ]
 
 

@@ -10,13 +10,17 @@ agent is the questioner, a rule-based simulated user answers.
 - ``info`` always holds ``turn`` (turns taken), ``target`` (the hidden answer: for evaluation only, a policy must
   not read it), ``success`` and ``candidates`` (how many targets are still consistent with every answer so far);
   after a step also ``gain`` (the turn's information gain in bits) and ``kind`` (``question``, ``guess`` or
-  ``unclear``).
+  ``unclear``; a user may have its own, e.g. ``reply``).
 - reward of a turn = ``success_reward`` if it guessed the target, minus ``question_cost``, plus
   ``shaping * gain``, where gain = log2(candidates before / candidates after) is exact, since the simulated user
   knows every target's answers. A turn the user cannot answer gains 0 bits.
 
 Subclasses say who the targets are (:attr:`SimulatedUserEnv.target_names`), what the user opens with and how the
 user replies (:meth:`SimulatedUserEnv.respond`: the reply's text and which targets stay consistent with it).
+A user with state of its own clears it in :meth:`SimulatedUserEnv.begin`; one whose rewards are not the guessing
+game's sets :attr:`Reply.reward` (the turn's reward, replacing the formula above) and :attr:`Reply.ends` (the
+episode ends without success, e.g. the user leaves), and adds its own ``info`` keys by overriding
+:meth:`SimulatedUserEnv.info`.
 The text helpers here (:func:`normalize`, :class:`PhraseMatcher`, :func:`split_guess`) are what both rule-based
 users read questions with.
 """
@@ -205,13 +209,17 @@ class Reply:
     """What the simulated user says to one utterance.
 
     ``keep(i)`` is whether target ``i`` (an index into :attr:`SimulatedUserEnv.target_names`) is still consistent
-    with the reply; ``None`` when the reply carries no information. ``solved``: the utterance guessed the target.
+    with the reply; ``None`` when the reply carries no information. ``solved``: the utterance guessed the target
+    (success; the episode ends). ``ends``: the episode ends here without success (the user leaves). ``reward``:
+    the turn's reward when the user decides it, replacing ``success_reward`` - ``question_cost`` + shaping.
     """
 
     text: str
     keep: Callable[[int], bool] | None = None
     solved: bool = False
     kind: str = "question"
+    ends: bool = False
+    reward: float | None = None
 
 
 class SimulatedUserEnv(gym.Env[str, str], ABC):
@@ -247,6 +255,9 @@ class SimulatedUserEnv(gym.Env[str, str], ABC):
     def respond(self, utterance: str, target: int) -> Reply:
         """The user's reply to ``utterance`` when the hidden target is ``target``."""
 
+    def begin(self) -> None:
+        """Clear per-episode state: ``reset`` calls it once the target is drawn, before :meth:`opening`."""
+
     def target_index(self, name: str) -> int:
         """The target id of ``name`` (case and punctuation ignored); a `ConfigError` when there is none."""
         wanted = normalize(name)
@@ -275,6 +286,7 @@ class SimulatedUserEnv(gym.Env[str, str], ABC):
             self.target = int(self.np_random.integers(len(self.target_names)))
         self.candidates = list(range(len(self.target_names)))
         self.turn, self.success, self.done = 0, False, False
+        self.begin()
         return self.opening(), self.info()
 
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
@@ -289,8 +301,11 @@ class SimulatedUserEnv(gym.Env[str, str], ABC):
         gain = math.log2(before / len(self.candidates))
         self.turn += 1
         self.success = reply.solved
-        terminated = reply.solved
+        terminated = reply.solved or reply.ends
         truncated = not terminated and self.turn >= self.max_turns
         self.done = terminated or truncated
-        reward = self.success_reward * terminated - self.question_cost + self.shaping * gain
+        if reply.reward is not None:
+            reward = reply.reward
+        else:
+            reward = self.success_reward * terminated - self.question_cost + self.shaping * gain
         return reply.text, float(reward), bool(terminated), bool(truncated), self.info(gain, reply.kind)
