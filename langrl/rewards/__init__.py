@@ -5,7 +5,8 @@
 - `score`: call a reward and raise `RewardError` (naming reward and completion) on any fault.
 - `build_reward`: ``RewardSpec`` (or a mapping, or a list of either) -> reward.
 - Built-ins: `VaderReward`, `LengthReward`, `RegexReward`, `ContainsReward`,
-  `ClassifierReward`, `PythonReward`, and `WeightedSum` to combine them.
+  `ClassifierReward`, `PythonReward`, and `WeightedSum` to combine them; for stories (`langrl.rewards.story`)
+  `KeywordsReward`, `EndingReward`, `SentimentArcReward` and `RepetitionPenalty`.
 
 `ClassifierReward` is imported lazily (on first attribute access) because importing
 transformers costs seconds and most runs never need it.
@@ -22,10 +23,14 @@ from langrl.rewards.config import (
     REWARD_TYPES,
     ClassifierSpec,
     ContainsSpec,
+    EndingSpec,
+    KeywordsSpec,
     LengthSpec,
     PythonSpec,
     RegexSpec,
+    RepetitionSpec,
     RewardSpec,
+    SentimentArcSpec,
     VaderSpec,
     parse_reward_spec,
 )
@@ -33,6 +38,7 @@ from langrl.rewards.length import LengthReward
 from langrl.rewards.patterns import ContainsReward, RegexReward
 from langrl.rewards.python_fn import PythonReward, load_function
 from langrl.rewards.scoring import score
+from langrl.rewards.story import EndingReward, KeywordsReward, RepetitionPenalty, SentimentArcReward
 from langrl.rewards.vader import VaderReward
 
 if TYPE_CHECKING:
@@ -45,14 +51,22 @@ __all__ = [
     "ColumnUse",
     "ContainsReward",
     "ContainsSpec",
+    "EndingReward",
+    "EndingSpec",
+    "KeywordsReward",
+    "KeywordsSpec",
     "LengthReward",
     "LengthSpec",
     "PythonReward",
     "PythonSpec",
     "RegexReward",
     "RegexSpec",
+    "RepetitionPenalty",
+    "RepetitionSpec",
     "RewardFn",
     "RewardSpec",
+    "SentimentArcReward",
+    "SentimentArcSpec",
     "VaderReward",
     "VaderSpec",
     "WeightedSum",

@@ -11,16 +11,21 @@ from langrl.rewards.composite import WeightedSum
 from langrl.rewards.config import (
     ClassifierSpec,
     ContainsSpec,
+    EndingSpec,
+    KeywordsSpec,
     LengthSpec,
     PythonSpec,
     RegexSpec,
+    RepetitionSpec,
     RewardSpec,
+    SentimentArcSpec,
     VaderSpec,
     parse_reward_spec,
 )
 from langrl.rewards.length import LengthReward
 from langrl.rewards.patterns import ContainsReward, RegexReward
 from langrl.rewards.python_fn import PythonReward
+from langrl.rewards.story import EndingReward, KeywordsReward, RepetitionPenalty, SentimentArcReward
 from langrl.rewards.vader import VaderReward
 
 
@@ -62,6 +67,22 @@ def _python(spec: PythonSpec) -> RewardFn:
     return PythonReward.from_spec(spec.function, spec.kwargs, spec.name, timeout_s=spec.timeout_s)
 
 
+def _keywords(spec: KeywordsSpec) -> RewardFn:
+    return KeywordsReward(spec.words, spec.ignore_case, name=spec.name or "keywords")
+
+
+def _ending(spec: EndingSpec) -> RewardFn:
+    return EndingReward(spec.target, name=spec.name or "ending")
+
+
+def _sentiment_arc(spec: SentimentArcSpec) -> RewardFn:
+    return SentimentArcReward(spec.arc, name=spec.name or "sentiment_arc")
+
+
+def _repetition(spec: RepetitionSpec) -> RewardFn:
+    return RepetitionPenalty(spec.n, name=spec.name or "repetition")
+
+
 BUILDERS: dict[str, Callable[[Any], RewardFn]] = {
     "vader": _vader,
     "length": _length,
@@ -69,6 +90,10 @@ BUILDERS: dict[str, Callable[[Any], RewardFn]] = {
     "contains": _contains,
     "classifier": _classifier,
     "python": _python,
+    "keywords": _keywords,
+    "ending": _ending,
+    "sentiment_arc": _sentiment_arc,
+    "repetition": _repetition,
 }
 
 

@@ -6,6 +6,10 @@ YAML examples::
     reward:
       - {type: vader, weight: 1.0}
       - {type: length, target: 20, unit: words, weight: 0.5}
+    reward:                                   # a story: ends happier, on the classic line, without loops
+      - {type: sentiment_arc, arc: rise}
+      - {type: ending, target: "And they all lived happily ever after."}
+      - {type: repetition, n: 3}
 
 The top-level training config declares ``reward: RewardSpec | list[RewardSpec]``; `build_reward`
 turns either into a callable. Specs only describe; nothing is loaded until `build_reward`.
@@ -17,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from langrl.errors import ConfigError
 
@@ -131,8 +135,96 @@ class PythonSpec(_SpecBase):
     )
 
 
+class KeywordsSpec(_SpecBase):
+    """Fraction of ``words`` that occur in the completion as whole words, in [0, 1] (keyword constraints)."""
+
+    type: Literal["keywords"] = Field(
+        description="Fraction of the keywords `words` the completion uses (whole words), in [0, 1]."
+    )
+    # Before `words`, so that the check of `words` for duplicates knows how they are compared.
+    ignore_case: bool = Field(
+        True, description="Match case-insensitively (a keyword that opens a sentence is capitalised)."
+    )
+    words: list[Annotated[str, Field(min_length=1)]] = Field(
+        min_length=1,
+        description="Keywords (or phrases, e.g. 'ever after') the completion should use; each counts once.",
+    )
+
+    @field_validator("words")
+    @classmethod
+    def _distinct_words(cls, words: list[str], info: ValidationInfo) -> list[str]:
+        """A keyword listed twice would weigh double in the fraction, and a blank one matches every space:
+        refuse both rather than guess."""
+        ignore_case = info.data.get("ignore_case", True)
+        seen: set[str] = set()
+        for word in words:
+            if not word.strip():
+                raise ValueError(f"{word!r} is blank; give words or phrases such as 'dragon' or 'ever after'")
+            key = word.lower() if ignore_case else word
+            if key in seen:
+                how = " (ignoring case: set ignore_case: false to tell them apart)" if ignore_case else ""
+                raise ValueError(f"{word!r} is listed twice{how}; list each keyword once")
+            seen.add(key)
+        return words
+
+
+class EndingSpec(_SpecBase):
+    """ROUGE-L F1 of the completion's last sentence against ``target``, in [0, 1] (1: the exact ending)."""
+
+    type: Literal["ending"] = Field(
+        description="ROUGE-L F1 of the completion's last sentence against `target`, in [0, 1]."
+    )
+    target: str = Field(
+        min_length=1,
+        description="The ending sentence to aim for, e.g. 'And they all lived happily ever after.'; a target of "
+        "n sentences is compared with the completion's last n.",
+    )
+
+    @field_validator("target")
+    @classmethod
+    def _has_words(cls, target: str) -> str:
+        """ROUGE compares runs of a-z and 0-9: an ending without any would score 0 for every completion."""
+        if not re.search(r"[A-Za-z0-9]", target):
+            raise ValueError("has no words (ASCII letters or digits: what ROUGE compares); give an ending sentence, "
+                             "e.g. 'And they all lived happily ever after.'")
+        return target
+
+
+class SentimentArcSpec(_SpecBase):
+    """How much VADER sentiment rises (or falls) from the completion's first half to its second, in [-1, 1]."""
+
+    type: Literal["sentiment_arc"] = Field(
+        description="VADER sentiment change from the first half of the completion to the second, in [-1, 1]."
+    )
+    arc: Literal["rise", "fall"] = Field(
+        "rise",
+        description="rise: reward (second - first) / 2 (a story that ends happier than it starts); "
+        "fall: (first - second) / 2.",
+    )
+
+
+class RepetitionSpec(_SpecBase):
+    """Minus the fraction of the completion's n-grams that repeat an earlier one, in [-1, 0] (a penalty)."""
+
+    type: Literal["repetition"] = Field(
+        description="Penalty: minus the fraction of repeated word n-grams in the completion, in [-1, 0]."
+    )
+    n: int = Field(
+        3, ge=1, description="n-gram order, over lower-cased words and punctuation marks (eval metric's words)."
+    )
+
+
 RewardSpec = Annotated[
-    VaderSpec | LengthSpec | RegexSpec | ContainsSpec | ClassifierSpec | PythonSpec,
+    VaderSpec
+    | LengthSpec
+    | RegexSpec
+    | ContainsSpec
+    | ClassifierSpec
+    | PythonSpec
+    | KeywordsSpec
+    | EndingSpec
+    | SentimentArcSpec
+    | RepetitionSpec,
     Field(discriminator="type"),
 ]
 """One reward's config; pydantic picks the model from the ``type`` field."""
@@ -144,6 +236,10 @@ SPEC_TYPES: dict[str, type[_SpecBase]] = {
     "contains": ContainsSpec,
     "classifier": ClassifierSpec,
     "python": PythonSpec,
+    "keywords": KeywordsSpec,
+    "ending": EndingSpec,
+    "sentiment_arc": SentimentArcSpec,
+    "repetition": RepetitionSpec,
 }
 REWARD_TYPES: tuple[str, ...] = tuple(SPEC_TYPES)
 
