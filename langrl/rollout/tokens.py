@@ -45,6 +45,9 @@ class TokenRollout:
                      top-k/top-p truncation, as in TRL/OpenRLHF), 0 where masked. These are the old-policy
                      log-probs of the update: no second pass is needed for them.
     values:          (B, Tc) V(s_t) of the state each token was chosen in, when a value head was given
+    context_mask:    (B, Tc) 1 on every real token after the prompt, when some of them are not the policy's
+                     (a multi-turn conversation's user turns: attended to, not trained on); default
+                     ``completion_mask``
     """
 
     prompt_ids: torch.Tensor
@@ -53,6 +56,7 @@ class TokenRollout:
     completion_mask: torch.Tensor
     logprobs: torch.Tensor
     values: torch.Tensor | None = None
+    context_mask: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -61,8 +65,9 @@ class TokenRollout:
 
     @property
     def attention_mask(self) -> torch.Tensor:
-        """(B, Tp + Tc)."""
-        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+        """(B, Tp + Tc): 1 on every real token."""
+        after = self.completion_mask if self.context_mask is None else self.context_mask
+        return torch.cat([self.prompt_mask, after], dim=1)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:

@@ -22,6 +22,8 @@ STREAMS = (
     "agent_eval",      # action sampling on held-out seeds
     "demos",           # an LM proposer's demonstrations
     "cloning",         # behaviour-cloning minibatches
+    "episodes",        # the start states (reset seeds) of a dialogue run's step s
+    "eval_episodes",   # a dialogue run's held-out episodes
 )
 MASK64 = 2**64 - 1
 
