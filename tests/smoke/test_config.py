@@ -1,5 +1,7 @@
 """Config errors name the field, the bad value and what is allowed."""
 
+from pathlib import Path
+
 import pytest
 
 from langrl.config import load_config, set_override
@@ -83,3 +85,11 @@ def test_yaml_file_errors(tmp_path):
 def test_shipped_demo_config_is_valid():
     cfg = load_config("configs/positive_sentiment.yaml")
     assert cfg.algorithm == "grpo" and cfg.model == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    from langrl.config import load_any_config
+
+    assert load_any_config(str(path)).kind
