@@ -100,6 +100,11 @@ KINDS: dict[str, Kind] = {
                     "langrl.lm.offline:evaluate_kind",
                     smoke=("steps=2", "train.batch_size=4", "decode.samples=1", "decode.eval_prompts=1",
                            "decode.max_new_tokens=4", "log.checkpoint_every=2")),
+    "reply_dqn": Kind("langrl.config.reply_dqn:reply_dqn_config_from_data",
+                      "langrl.agents.reply_dqn_run:train_reply_dqn", "langrl.agents.reply_dqn_run:evaluate_kind",
+                      smoke=("reply_dqn.episodes=4", "reply_dqn.parallel=2", "reply_dqn.candidates=2",
+                             "reply_dqn.learning_starts=2", "reply_dqn.batch_size=2", "sampling.max_new_tokens=4",
+                             "eval.episodes=2", "log.checkpoint_every=1")),
 }
 
 

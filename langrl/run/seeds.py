@@ -24,6 +24,7 @@ STREAMS = (
     "cloning",         # behaviour-cloning minibatches
     "episodes",        # the start states (reset seeds) of a dialogue run's step s
     "eval_episodes",   # a dialogue run's held-out episodes
+    "reply_explore",   # exploration coins, random candidates and replay minibatches of a reply-DQN round
 )
 MASK64 = 2**64 - 1
 
