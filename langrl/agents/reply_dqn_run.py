@@ -138,8 +138,7 @@ def train_reply_dqn(config: ReplyDQNConfig, output: str | Path | None = None, re
                 harness.advance(reward=last["reward/mean"], success=last["episode/success_rate"],
                                 eps=last["explore/epsilon"])
             evaluate_phase(run, logger, harness.last_step)
-    write_report(run_dir)
-    append_reply_report(run_dir)
+    write_reply_report(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summarise_reply_dqn(run_dir))
 
 
@@ -242,6 +241,13 @@ def summarise_reply_dqn(run_dir: Path) -> dict[str, Any]:
 
 def fmt(x: Any) -> str:
     return "-" if x is None else f"{x:.3f}"
+
+
+def write_reply_report(run_dir: Path) -> Path:
+    """The LM report with the reply-selection section added."""
+    path = write_report(Path(run_dir))
+    append_reply_report(Path(run_dir))
+    return path
 
 
 def append_reply_report(run_dir: Path) -> None:

@@ -58,13 +58,15 @@ class Kind:
     - ``config(data, base) -> config``: validate a raw mapping (``base``: the YAML's folder, for paths);
     - ``train(config, output, resume, allow_config_change) -> TrainResult``;
     - ``evaluate(config, model, num_prompts, episodes) -> dict``: JSON-able measurements of ``model`` (a
-      run folder, checkpoint or model name) on the config's task.
+      run folder, checkpoint or model name) on the config's task;
+    - ``report(run_dir) -> Path``: (re)write the run's report from its folder (``langrl report``).
     """
 
     config: str
     train: str
     evaluate: str
     smoke: tuple[str, ...] = ()  # ``--set`` overrides that shrink any config of this kind to seconds
+    report: str = "langrl.report.lm:write_report"
 
     def function(self, part: str) -> Callable[..., Any]:
         module, name = getattr(self, part).split(":")
@@ -80,22 +82,27 @@ KINDS: dict[str, Kind] = {
                   "langrl.agents.lm_agent:evaluate_kind",
                   smoke=("env.num_envs=2", "env.max_episode_steps=8", "ppo.n_steps=2", "ppo.env_steps=8",
                          "ppo.minibatch_size=4", "ppo.epochs=1", "imitation.episodes=2", "imitation.epochs=1",
-                         "eval.episodes=2", "eval.parallel=2", "log.checkpoint_every=1")),
+                         "eval.episodes=2", "eval.parallel=2", "log.checkpoint_every=1"),
+                  report="langrl.report.agent:write_agent_report"),
     "tabular": Kind("langrl.config.tabular:tabular_config_from_data", "langrl.agents.tabular_run:train_tabular",
                     "langrl.agents.tabular_run:evaluate_kind",
-                    smoke=("steps=256", "chunk_steps=128", "num_envs=4", "eval.episodes=2", "log.checkpoint_every=1")),
+                    smoke=("steps=256", "chunk_steps=128", "num_envs=4", "eval.episodes=2", "log.checkpoint_every=1"),
+                    report="langrl.report.agent:write_agent_report"),
     "dqn": Kind("langrl.config.dqn:dqn_config_from_data", "langrl.agents.dqn_run:train_dqn_run",
                 "langrl.agents.dqn_run:evaluate_kind",
                 smoke=("steps=600", "dqn.learning_starts=200", "dqn.train_freq=100", "dqn.gradient_steps=4",
                        "eval.every=300", "eval.episodes=2", "eval.test_episodes=2", "log.every=100",
-                       "log.checkpoint_every=300")),
+                       "log.checkpoint_every=300"),
+                report="langrl.report.agent:write_agent_report"),
     "plan": Kind("langrl.config.plan:plan_config_from_data", "langrl.planning.run:train_plan",
                  "langrl.planning.run:evaluate_kind",
-                 smoke=("steps=2", "eval.episodes=1", "planner.simulations=10", "task.length=2", "dyna.episodes=4")),
+                 smoke=("steps=2", "eval.episodes=1", "planner.simulations=10", "task.length=2", "dyna.episodes=4"),
+                 report="langrl.planning.run:write_dyna_report"),
     "dialogue": Kind("langrl.config.dialogue:dialogue_config_from_data", "langrl.lm.dialogue:train_dialogue",
                      "langrl.lm.dialogue:evaluate_kind",
                      smoke=("steps=2", "episodes_per_step=1", "sampling.group_size=2", "sampling.max_new_tokens=4",
-                            "eval.episodes=2", "log.checkpoint_every=2")),
+                            "eval.episodes=2", "log.checkpoint_every=2"),
+                     report="langrl.lm.dialogue:write_dialogue_report"),
     "offline": Kind("langrl.config.offline:offline_config_from_data", "langrl.lm.offline:train_offline",
                     "langrl.lm.offline:evaluate_kind",
                     smoke=("steps=2", "train.batch_size=4", "decode.samples=1", "decode.eval_prompts=1",
@@ -104,7 +111,8 @@ KINDS: dict[str, Kind] = {
                       "langrl.agents.reply_dqn_run:train_reply_dqn", "langrl.agents.reply_dqn_run:evaluate_kind",
                       smoke=("reply_dqn.episodes=4", "reply_dqn.parallel=2", "reply_dqn.candidates=2",
                              "reply_dqn.learning_starts=2", "reply_dqn.batch_size=2", "sampling.max_new_tokens=4",
-                             "eval.episodes=2", "log.checkpoint_every=1")),
+                             "eval.episodes=2", "log.checkpoint_every=1"),
+                      report="langrl.agents.reply_dqn_run:write_reply_report"),
 }
 
 

@@ -100,8 +100,7 @@ def train_dialogue(config: DialogueConfig, output: str | Path | None = None, res
                 harness.advance(reward=last["reward/mean"], success=last["episode/success_rate"],
                                 kl=last["kl/ref"])
             evaluate_phase(run, logger, "after", config.steps)
-    write_report(run_dir)
-    append_dialogue_report(run_dir)
+    write_dialogue_report(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summarise_dialogue(run_dir))
 
 
@@ -202,6 +201,13 @@ def summarise_dialogue(run_dir: Path) -> dict[str, Any]:
              f"{r['turns']:.2f} turns per episode ({int(r['episodes'])} held-out episodes)"
              for phase, r in results.items()]
     return {**results, "headline": lines or ["no evaluation episodes (eval.episodes: 0)"]}
+
+
+def write_dialogue_report(run_dir: Path) -> Path:
+    """The LM report (reward, KL, before/after dialogues) with the episodes section added."""
+    path = write_report(Path(run_dir))
+    append_dialogue_report(Path(run_dir))
+    return path
 
 
 def append_dialogue_report(run_dir: Path) -> None:
