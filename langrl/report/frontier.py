@@ -6,7 +6,7 @@ Trajectory points are (kl/ref, reward/mean) per step, smoothed; on toy tasks the
 
 - ``frontier.json``, written by the trainer on toy tasks: exact best-of-n and the exact optimum;
 - the "before" evaluation samples (``eval_samples.jsonl``, several per prompt, drawn from the initial policy
-  pi0): per prompt, the unbiased best-of-n reward for each n up to the samples per prompt, and pi*_beta
+  pi0): per prompt, the unbiased best-of-n reward for every n up to the samples per prompt, and pi*_beta
   estimated by self-normalised importance sampling over that prompt's samples, both averaged over prompts.
   Best-of-n's KL is its bound log n - (n - 1) / n, so the true curve lies a little to the left. The
   estimated optimum puts all of pi*'s mass on the samples drawn, so its KL cannot exceed log(samples per
@@ -72,7 +72,7 @@ def sampled_curves(groups: list[list[float]]) -> Curves:
     m = min(len(g) for g in groups)
     tensors = [torch.tensor(g, dtype=torch.float64) for g in groups]
     best = [[best_of_n_kl_bound(n), sum(unbiased_best_of_n_reward(t, n) for t in tensors) / len(tensors)]
-            for n in BEST_OF_N if n <= m]
+            for n in range(1, m + 1)]
     optimum = []
     for beta in BETAS:
         points = [optimal_frontier(torch.full_like(t, -math.log(len(t))), t, [beta])[0] for t in tensors]
