@@ -22,6 +22,7 @@ from langrl.agents.cache import LRUCache
 from langrl.agents.exploration import log_softmax
 from langrl.agents.scoring import score_actions
 from langrl.config.agent import PRIOR_TEMPLATE
+from langrl.models.cache import output_cache
 from langrl.models.loading import LM
 
 
@@ -86,7 +87,7 @@ class LMActionPrior:
             if self.prefix_ids:
                 prompt = torch.tensor([self.prefix_ids], device=self.lm.model.device)
                 with torch.no_grad():
-                    self.prefix_cache = self.lm.model(input_ids=prompt, use_cache=True).past_key_values
+                    self.prefix_cache = output_cache(self.lm.model(input_ids=prompt, use_cache=True))
         if not self.prefix_ids:
             return None
         return len(self.prefix_ids), self.prefix_cache

@@ -59,6 +59,7 @@ from langrl.agents.dqn import ReplayBuffer, update_target
 from langrl.agents.encoder import RunningStandardize, pool_hidden
 from langrl.bayes.best_of_n import best_of_n_kl_bound
 from langrl.envs.prompts import left_pad
+from langrl.models.cache import cache_kwargs, output_cache
 from langrl.rl.td import double_q_target, q_learning_target
 from langrl.rollout.dialogue import Conversation, TurnRenderer, start, step
 from langrl.rollout.tokens import SamplingConfig, sample
@@ -122,17 +123,17 @@ def encode_turn(model: PreTrainedModel, contexts: Sequence[list[int]], candidate
     with torch.inference_mode():
         ids, mask = left_pad(list(contexts), pad_id, device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = net(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=DynamicCache(),
-                  use_cache=True)
+        out = net(input_ids=ids, attention_mask=mask, position_ids=positions,
+                  **cache_kwargs(net, DynamicCache()), use_cache=True)
         history = pool_hidden(out.last_hidden_state.float(), mask, "mean")
-        cache = out.past_key_values
+        cache = output_cache(out)
         cache.batch_repeat_interleave(k)
         reply_ids, reply_mask = right_pad([c.tokens for row in candidates for c in row], pad_id, device)
         reply_positions = positions[:, -1:].repeat_interleave(k, 0) + 1 + torch.arange(reply_ids.size(1),
                                                                                         device=device)
         full_mask = torch.cat([mask.repeat_interleave(k, 0), reply_mask], dim=1)
         out = net(input_ids=reply_ids, attention_mask=full_mask, position_ids=reply_positions,
-                  past_key_values=cache, use_cache=True)
+                  **cache_kwargs(net, cache), use_cache=True)
         replies = pool_hidden(out.last_hidden_state.float(), reply_mask, "mean").view(len(contexts), -1)
         states = torch.cat([history, replies], dim=1)
     return states.clone()  # a normal tensor: inference tensors cannot enter the Q-network's autograd

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import torch
 from transformers import PreTrainedModel
 
+from langrl.models.cache import cache_kwargs, output_cache
 from langrl.models.forward import token_logprobs
 
 
@@ -86,7 +87,7 @@ def shared_part(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]], sha
         if shared < SHARED_PREFIX_MIN:
             return 0, None
         head = torch.tensor([list(prompt_ids[0][:shared])], device=model.device)
-        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+        cache = output_cache(model(input_ids=head, use_cache=True, logits_to_keep=1))
     if n_prompts > 1:
         cache.batch_repeat_interleave(n_prompts)
     return shared, cache
@@ -115,20 +116,20 @@ def score_actions(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
     own, own_mask = pad_prompts([p[shared:] for p in prompt_ids], pad_id, device)  # (B, Tp - shared)
     prompt_mask = torch.cat([torch.ones(n_prompts, shared, dtype=torch.long, device=device), own_mask], 1)
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
-    out = model(input_ids=own, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache,
+    out = model(input_ids=own, attention_mask=prompt_mask, position_ids=positions, **cache_kwargs(model, cache),
                 use_cache=width > 1 or cache is not None, logits_to_keep=1, output_hidden_states=True)
     hidden = out.hidden_states[-1][:, -1]  # (B, H): the state after the prompt's last token
     first = out.logits[:, -1].float().log_softmax(-1)  # (B, V): the distribution of each action's 1st token
     scores = first[:, actions[:, 0]]  # (B, A)
     if width > 1:
-        cache = out.past_key_values
+        cache = output_cache(out)
         cache.batch_repeat_interleave(n_actions)  # row b * A + a: prompt b, to be continued by action a
         tail, tail_mask = actions[:, :-1].repeat(n_prompts, 1), action_mask[:, :-1].repeat(n_prompts, 1)
         lengths = prompt_mask.sum(-1).repeat_interleave(n_actions)  # (B * A,)
         tail_positions = lengths[:, None] + torch.arange(width - 1, device=device)
         attention = torch.cat([prompt_mask.repeat_interleave(n_actions, 0), tail_mask], 1)
         logits = model(input_ids=tail, attention_mask=attention, position_ids=tail_positions,
-                       past_key_values=cache, use_cache=True).logits  # (B * A, Ta - 1, V)
+                       **cache_kwargs(model, cache), use_cache=True).logits  # (B * A, Ta - 1, V)
         targets, target_mask = actions[:, 1:].repeat(n_prompts, 1), action_mask[:, 1:].repeat(n_prompts, 1)
         rest = (token_logprobs(logits, targets) * target_mask).sum(-1)  # (B * A,)
         scores = scores + rest.view(n_prompts, n_actions)

@@ -17,6 +17,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.envs.prompts import left_pad
+from langrl.models.cache import cache_kwargs
 from langrl.models.forward import completion_forward, completion_logits
 from langrl.models.value import MLPValueHead, QHeads
 from langrl.rewards import RewardFn, score
@@ -69,7 +70,7 @@ class ShapedPolicy:
 
     def step(self, models: list[PreTrainedModel], caches: list[DynamicCache], **inputs: Any) -> torch.Tensor:
         """One forward of every model on ``inputs`` with its cache -> (B, V) log pi of the next token."""
-        outs = [m(**inputs, past_key_values=c, use_cache=True, logits_to_keep=1, output_hidden_states=self.shaped)
+        outs = [m(**inputs, **cache_kwargs(m, c), use_cache=True, logits_to_keep=1, output_hidden_states=self.shaped)
                 for m, c in zip(models, caches, strict=True)]
         hidden = outs[-1].hidden_states[-1][:, -1] if self.shaped else None
         return self.distribution(outs[0].logits[:, -1], hidden)

@@ -17,6 +17,7 @@ from typing import Any, cast
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from langrl.models.cache import cache_kwargs, output_cache
 from langrl.models.forward import token_logprobs
 from langrl.models.packed import packed_linears
 from langrl.rollout.llama_decode import LlamaDecoder, supports
@@ -147,8 +148,8 @@ def sample_tensors(
     cache = DynamicCache()
     hidden = value_head is not None
     out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions,
-                past_key_values=cache, use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
-    cache = out.past_key_values
+                **cache_kwargs(model, cache), use_cache=True, logits_to_keep=1, output_hidden_states=hidden)
+    cache = output_cache(out)
     if g > 1:
         cache.batch_repeat_interleave(g)
     logits = out.logits[:, -1].float().repeat_interleave(g, dim=0)
@@ -177,8 +178,8 @@ def sample_tensors(
         else:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos,
-                        past_key_values=cache, use_cache=True, output_hidden_states=hidden)
-            cache, logits = out.past_key_values, out.logits[:, -1].float()
+                        **cache_kwargs(model, cache), use_cache=True, output_hidden_states=hidden)
+            cache, logits = output_cache(out), out.logits[:, -1].float()
             state = out.hidden_states[-1][:, -1] if hidden else None
         next_pos = next_pos + 1
     completion_mask = torch.stack(alive, dim=1).to(prompt_mask.dtype)
