@@ -20,7 +20,10 @@ def _takes_cache(cls: Any) -> bool:
 
 def cache_kwargs(model: nn.Module, cache: Any) -> dict[str, Any]:
     """The keyword argument that passes ``cache`` to ``model``'s forward."""
-    kind: Any = type(model)
+    # A PEFT wrapper passes the argument on to the model it wraps: that model's forward decides.
+    unwrap: Any = getattr(model, "get_base_model", None)
+    owner = unwrap() if callable(unwrap) else model
+    kind: Any = type(owner)
     return {"cache": cache} if _takes_cache(kind) else {"past_key_values": cache}
 
 

@@ -74,11 +74,12 @@ def test_each_file_format_loads_its_rows_as_prompts_with_columns(tmp_path, token
 
 def test_a_jsonl_or_csv_file_set_on_a_text_config_gives_its_prompts_not_its_raw_lines(tmp_path):
     jsonl_file = write_jsonl(tmp_path / "mine.jsonl", [{"prompt": "the sea"}, {"prompt": "a cat"}])
-    config = load_config("configs/positive_sentiment.yaml", [f"prompts.file={jsonl_file}"])
+    config = load_config("configs/positive_sentiment.yaml", [f"prompts.file={jsonl_file}", "prompts.eval_fraction=0"])
     data, _ = read_prompt_data(config.prompts)
     assert data.prompts == ["the sea", "a cat"]
     csv_file = write_csv(tmp_path / "mine.csv", [{"topic": "the sea", "id": "1"}])
-    config = load_config("configs/positive_sentiment.yaml", [f"prompts.file={csv_file}", "prompts.column=topic"])
+    config = load_config("configs/positive_sentiment.yaml", [f"prompts.file={csv_file}", "prompts.column=topic",
+                                                             "prompts.eval_fraction=0"])
     assert read_prompt_data(config.prompts)[0].prompts == ["the sea"], "the header row is not a prompt"
 
 

@@ -3,6 +3,7 @@
 import torch
 
 from langrl.envs.prompts import encode, left_pad
+from langrl.models.cache import cache_kwargs, output_cache
 from langrl.models.forward import completion_logits, token_logprobs
 from langrl.rollout import SamplingConfig, sample
 
@@ -90,8 +91,8 @@ def test_lean_llama_decoder_matches_the_model_forward(tiny):
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     tokens = torch.randint(0, model.config.vocab_size, (2, 5))
     with torch.inference_mode():
-        cache = model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                      past_key_values=DynamicCache(), use_cache=True).past_key_values
+        cache = output_cache(model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                   **cache_kwargs(model, DynamicCache()), use_cache=True))
         lean = LlamaDecoder(model, cache, mask, steps=5)
         for i in range(5):
             logits, hidden = lean.step(tokens[:, i], positions[:, -1:] + 1 + i)
