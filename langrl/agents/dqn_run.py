@@ -57,7 +57,7 @@ from langrl.errors import ConfigError
 from langrl.models.loading import load_lm, resolve_device
 from langrl.report.agent import write_agent_report
 from langrl.run.callbacks import Callback
-from langrl.run.checkpoint import list_checkpoints
+from langrl.run.checkpoint import module_checkpoint, trained_config
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult
 from langrl.run.io import read_jsonl
 from langrl.run.logger import RunLogger
@@ -350,35 +350,12 @@ def summarise_dqn(run_dir: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def checkpoint_path(model: str) -> Path:
-    """A run folder -> its newest checkpoint; a checkpoint folder as it is."""
-    path = Path(model)
-    if path.is_dir() and list_checkpoints(path):
-        return list_checkpoints(path)[-1]
-    if (path / "q.safetensors").is_file():
-        return path
-    raise ConfigError(f"model = {model!r}: not a DQN run folder or checkpoint (a folder holding q.safetensors); "
-                      f"pass the run's output folder or one of its checkpoints/step-N")
-
-
-def trained_dqn_config(path: Path, cfg: DQNConfig) -> DQNConfig:
-    """The config the checkpoint was trained with (its run's ``config.yaml``), with ``cfg``'s ``eval``."""
-    saved = path.parent.parent / "config.yaml"
-    if not saved.is_file():
-        return cfg
-    data, base = read_config_data(saved)
-    if data.get("kind") != "dqn":
-        raise ConfigError(f"model = {str(path)!r}: its run is kind {data.get('kind')!r}, not dqn; evaluate it "
-                          f"with its own config")
-    return dqn_config_from_data(data, base).model_copy(update={"eval": cfg.eval})
-
-
 def evaluate_kind(config: DQNConfig, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
     """`langrl.evaluate` of ``kind: dqn`` (``num_prompts`` does not apply): the greedy policy of the best
     network (the final one when no evaluation chose one) on ``episodes`` (default ``eval.test_episodes``)
     test seeds; ``final`` and ``best`` hold each network's figures."""
-    path = checkpoint_path(model)
-    cfg = trained_dqn_config(path, config)
+    path = module_checkpoint(model, "q.safetensors", "DQN")
+    cfg: DQNConfig = trained_config(path, config, "dqn")
     parts = build_parts(cfg)
     probe = parts.make()
     obs_dim = int(np.prod(probe.observation_space.shape or (1,)))

@@ -46,8 +46,7 @@ from langrl.agents.reply_dqn import (
     play_episodes,
     summarise_conversations,
 )
-from langrl.config.base import read_config_data
-from langrl.config.reply_dqn import ReplyDQNConfig, reply_dqn_config_from_data
+from langrl.config.reply_dqn import ReplyDQNConfig
 from langrl.envs.text.core import make_env
 from langrl.errors import ConfigError
 from langrl.report.lm import write_report
@@ -55,7 +54,7 @@ from langrl.rollout import SamplingConfig
 from langrl.rollout.dialogue import Conversation, TurnRenderer
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
-from langrl.run.checkpoint import list_checkpoints
+from langrl.run.checkpoint import module_checkpoint, trained_config
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.io import atomic_write_json, read_jsonl
 from langrl.run.logger import RunLogger
@@ -278,35 +277,11 @@ def append_reply_report(run_dir: Path) -> None:
     report.write_text(report.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
 
 
-def checkpoint_of(model: str) -> Path:
-    """A run folder -> its newest checkpoint; a checkpoint folder (holding ``q.safetensors``) as it is."""
-    path = Path(model)
-    found = list_checkpoints(path) if path.is_dir() else []
-    if found:
-        path = found[-1]
-    if not (path / "q.safetensors").is_file():
-        raise ConfigError(f"model = {model!r}: not a reply_dqn run folder or checkpoint (a folder holding "
-                          f"q.safetensors); pass the run's output folder or one of its checkpoints/step-N")
-    return path
-
-
-def trained_config(checkpoint: Path, cfg: ReplyDQNConfig) -> ReplyDQNConfig:
-    """The config the checkpoint was trained with (its LM and Q-network), with ``cfg``'s ``eval`` section."""
-    saved = checkpoint.parent.parent / "config.yaml"
-    if not saved.is_file():
-        return cfg
-    data, base = read_config_data(saved)
-    if data.get("kind") != "reply_dqn":
-        raise ConfigError(f"model = {str(checkpoint)!r}: its run is kind {data.get('kind')!r}, not reply_dqn; "
-                          f"evaluate it with its own config")
-    return reply_dqn_config_from_data(data, base).model_copy(update={"eval": cfg.eval})
-
-
 def evaluate_kind(config: ReplyDQNConfig, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
     """`langrl.evaluate` of ``kind: reply_dqn`` (``num_prompts`` does not apply): the run's Q-selector and the
     first-candidate baseline on ``episodes`` (default ``eval.episodes``) held-out episodes."""
-    path = checkpoint_of(model)
-    cfg = trained_config(path, config)
+    path = module_checkpoint(model, "q.safetensors", "reply_dqn")
+    cfg: ReplyDQNConfig = trained_config(path, config, "reply_dqn")
     n = cfg.eval.episodes if episodes is None else episodes
     if n < 1:
         raise ConfigError("eval.episodes = 0: nothing to evaluate; pass --episodes N (e.g. --episodes 32)")

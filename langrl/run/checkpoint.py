@@ -209,3 +209,34 @@ def load_model_weights(path: Path, model: PreTrainedModel, weights: dict[str, to
 def finite_parameters(params: list[nn.Parameter]) -> bool:
     """Whether every parameter is finite (one reduction per tensor)."""
     return all(math.isfinite(float(p.detach().float().abs().sum())) for p in params) if params else True
+
+
+def module_checkpoint(model: str, file: str, label: str) -> Path:
+    """A run folder -> its newest checkpoint; a checkpoint folder holding ``file`` as it is (runs whose
+    network is a module, not an LM: ``label`` names their kind in the error)."""
+    from langrl.errors import ConfigError
+
+    path = Path(model)
+    found = list_checkpoints(path) if path.is_dir() else []
+    if found:
+        path = found[-1]
+    if not (path / file).is_file():
+        raise ConfigError(f"model = {model!r}: not a {label} run folder or checkpoint (a folder holding {file}); "
+                          f"pass the run's output folder or one of its checkpoints/step-N")
+    return path
+
+
+def trained_config(checkpoint: Path, cfg: Any, kind: str) -> Any:
+    """The config ``checkpoint`` was trained with (its run's ``config.yaml``, which must be of ``kind``), with
+    ``cfg``'s ``eval`` section; ``cfg`` itself when the run folder has no config."""
+    from langrl.config import KINDS, read_config_data
+    from langrl.errors import ConfigError
+
+    saved = checkpoint.parent.parent / "config.yaml"
+    if not saved.is_file():
+        return cfg
+    data, base = read_config_data(saved)
+    if data.get("kind") != kind:
+        raise ConfigError(f"model = {str(checkpoint)!r}: its run is kind {data.get('kind')!r}, not {kind}; "
+                          f"evaluate it with its own config")
+    return KINDS[kind].function("config")(data, base).model_copy(update={"eval": cfg.eval})
