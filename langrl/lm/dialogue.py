@@ -36,7 +36,7 @@ from langrl.run import seeds
 from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import newest_checkpoint
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
-from langrl.run.io import atomic_write_json
+from langrl.run.io import atomic_write_json, read_jsonl
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, set_lr, trainable
 from langrl.run.runtime import load_run_lm
@@ -212,8 +212,6 @@ def write_dialogue_report(run_dir: Path) -> Path:
 
 def append_dialogue_report(run_dir: Path) -> None:
     """Add the before/after evaluation and the success rate over training to ``report.md``."""
-    from langrl.run.io import read_jsonl
-
     summary = summarise_dialogue(run_dir)
     rows = read_jsonl(run_dir / "metrics.jsonl", missing_ok=True)
     every = max(1, len(rows) // 10)
