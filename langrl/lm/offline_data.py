@@ -193,7 +193,7 @@ def generate_rows(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     rows of a dataset of the base model's behaviour (seeded by ``config.seed``)."""
     gen = config.dataset.generate
     assert gen is not None
-    from langrl.lm.trainer import decode_completions  # the trainer's decoding of completions, EOS cut
+    from langrl.lm.collect import decode_completions  # the trainer's decoding of completions, EOS cut
 
     sampling = SamplingConfig(max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_k=gen.top_k,
                               group_size=gen.per_prompt)

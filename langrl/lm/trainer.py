@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -18,18 +19,18 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config import Config, load_config
-from langrl.envs.prompts import PromptSet, build_prompt_sets, left_pad
+from langrl.envs.prompts import PromptSet, build_prompt_sets
 from langrl.envs.text.core import PromptTask
 from langrl.errors import ConfigError, NonFiniteError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
-from langrl.lm.prefix import prefix_rewards
-from langrl.models import Reference, apply_lora, merged_lora
+from langrl.lm.collect import Collector, LocalCollector, StepSamples, rollout_prompts
+from langrl.models import Reference, apply_lora
 from langrl.models.forward import completion_logits, token_logprobs
 from langrl.report.lm import summarise_run, write_report
 from langrl.rewards import RewardFn, build_reward, check_columns, score
 from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
-from langrl.rollout import SamplingConfig, TokenRollout, sample
+from langrl.rollout import SamplingConfig, TokenRollout
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
@@ -53,6 +54,7 @@ class Run:
     sampling: SamplingConfig
     eval_prompts: PromptSet  # the held-out prompts, or the training prompts when none are held out
     monitor: ExactMonitor | None = None
+    updates: int = 0  # optimizer updates applied: the version of the weights
 
     @property
     def device(self) -> torch.device:
@@ -76,13 +78,15 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
     with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
         if resume:
             run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
-        last = train_steps(run, harness)
+        run.updates = harness.start
+        with closing(build_collector(run)) as collector:
+            last = train_steps(run, harness, collector)
     write_report(run_dir)
     summary = summarise_run(run_dir)
     return TrainResult(run_dir=run_dir, metrics=last, summary=summary)
 
 
-def train_steps(run: Run, harness: RunHarness) -> dict[str, float]:
+def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str, float]:
     """Steps ``harness.start + 1 .. steps`` with their logs and checkpoints; returns the last metrics."""
     cfg, run_dir = run.config, harness.run_dir
     last: dict[str, float] = {}
@@ -91,21 +95,57 @@ def train_steps(run: Run, harness: RunHarness) -> dict[str, float]:
             atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
         if harness.start == 0:
             log_eval_samples(run, logger, "before", 0)
+        submitted = None
         for step in harness.steps(cfg.steps):
+            t0 = time.perf_counter()
+            if submitted != step:
+                submit(run, collector, step)
+            samples, extra = receive(run, collector, step)
+            if cfg.distributed.overlap and step < cfg.steps:  # sampled while this step updates
+                submitted = submit(run, collector, step + 1)
             try:
-                last, texts = train_step(run, step)
+                last = train_step(run, step, samples, t0) | extra
             except NonFiniteError as e:
                 raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
                                      f"last checkpoint is intact): lower optim.lr or check the reward") from None
             harness.log(logger, step, last)
             if step == 1 or step % cfg.log.sample_every == 0:
-                logger.log_samples(step, *texts)
+                logger.log_samples(step, samples.prompts, samples.completions, samples.rewards)
             if harness.due(step, cfg.steps):
                 harness.parts.modules = run.algorithm.modules()  # DPG swaps its proposal for a new module
                 harness.checkpoint(step, {"algorithm": run.algorithm.state_dict()})
             harness.advance(reward=last["reward/mean"], kl=last["kl/ref"])
         log_eval_samples(run, logger, "after", cfg.steps)
     return last
+
+
+def submit(run: Run, collector: Collector, step: int) -> int:
+    """Start collecting ``step``'s samples with the current weights (``step - 1`` updates when in order)."""
+    collector.submit(step, run.task.for_step(step - 1), run.updates)
+    return step
+
+
+def receive(run: Run, collector: Collector, step: int) -> tuple[StepSamples, dict[str, float]]:
+    """``step``'s samples; a batch staler than ``distributed.max_staleness`` updates is sampled again with the
+    current weights. With ``distributed.overlap`` also the staleness (in updates) and the rejections."""
+    dist = run.config.distributed
+    samples, rejected = collector.result(step), 0
+    while run.updates - samples.version > dist.max_staleness:
+        rejected += 1
+        submit(run, collector, step)
+        samples = collector.result(step)
+    extra = {"rollout/staleness": float(run.updates - samples.version), "rollout/rejected": float(rejected)}
+    return samples, extra if dist.overlap else {}
+
+
+def build_collector(run: Run) -> Collector:
+    """Where the run's samples come from: Ray rollout workers, or the learner's own process."""
+    dist = run.config.distributed
+    if dist.remote:
+        from langrl.distributed.ray_rollouts import RayCollector
+
+        return RayCollector(run, dist)
+    return LocalCollector(run, dist.shard_count)
 
 
 def build_run(cfg: Config) -> Run:
@@ -147,69 +187,19 @@ def exact_monitor(cfg: Config, tokenizer: PreTrainedTokenizerBase, prompts: Prom
                         cfg.sampling.temperature)
 
 
-def step_generator(run: Run, step: int) -> torch.Generator:
-    """The sampling RNG of ``step``: a pure function of (seed, step), so resumed runs draw the same."""
-    return seeds.generator(run.config.seed, "sampling", step, device=run.device)
-
-
-def rollout_prompts(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: PromptSet,
-                    indices: list[int], sampling: SamplingConfig, generator: torch.Generator,
-                    value_head: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    ) -> tuple[TokenRollout, list[str], list[str]]:
-    """Sample completions for the prompts ``indices``; return the rollout, prompt texts and completions.
-
-    With LoRA the adapter is folded into the weights while sampling (decoding through it is ~2x slower).
-    """
-    device = next(policy.parameters()).device
-    ids, mask = left_pad([prompts.ids[i] for i in indices], tokenizer.pad_token_id, device)
-    with merged_lora(policy) as snapshot:
-        rollout = sample(snapshot, ids, mask, sampling, tokenizer.eos_token_id, tokenizer.pad_token_id,
-                         generator, value_head)
-    completions = decode_completions(tokenizer, rollout)
-    texts = [prompts.texts[i] for i in indices for _ in range(sampling.group_size)]
-    return rollout, texts, completions
-
-
-def decode_completions(tokenizer: PreTrainedTokenizerBase, rollout: TokenRollout) -> list[str]:
-    """The text of each completion: its sampled tokens up to, not including, the EOS that ended it.
-
-    Padding is cut by the mask rather than by ``skip_special_tokens``, which would also delete tokens
-    that the model really wrote (e.g. the toy model's letter ``a``, which doubles as its pad token).
-    """
-    eos = tokenizer.eos_token_id
-    texts = []
-    for ids, length in zip(rollout.completion_ids.tolist(), rollout.completion_mask.sum(-1).tolist(),
-                           strict=True):
-        ids = ids[:int(length)]
-        if ids and ids[-1] == eos:
-            ids = ids[:-1]
-        texts.append(cast(str, tokenizer.decode(ids)))
-    return texts
-
-
-def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], list[str], list[float]]]:
-    """Sample, score, compute the KL to the reference, update. Returns metrics and (prompts, completions,
-    rewards) for logging."""
+def train_step(run: Run, step: int, samples: StepSamples, t0: float) -> dict[str, float]:
+    """Compute the KL of ``samples`` to the reference and update; return the step's metrics (the step
+    started at ``t0``, before its samples were collected)."""
     cfg = run.config
-    t0 = time.perf_counter()
-    indices = run.task.for_step(step - 1)
-    rollout, prompts, completions = rollout_prompts(run.algorithm.behaviour(run.policy), run.tokenizer,
-                                                    run.task.prompts, indices, run.sampling,
-                                                    step_generator(run, step), run.algorithm.value_head)
-    t_sample = time.perf_counter()
-    # Each completion's row columns (its prompt's answer...) reach a reward that declares them.
-    columns = run.task.prompts.columns_for(indices, run.sampling.group_size)
-    rewards = score(run.task.reward, prompts, completions, columns)
-    prefix = None
-    if cfg.train.prefix_baseline:
-        prefix = prefix_rewards(run.task.reward, run.tokenizer, prompts, rollout, columns)
-    t_reward = time.perf_counter()
-    batch = make_batch(run.policy, run.reference, rollout, rewards, cfg.kl.estimator, run.sampling, step)
-    batch.prefix_rewards = prefix
+    rollout = samples.rollout
+    t_collected = time.perf_counter()
+    batch = make_batch(run.policy, run.reference, rollout, samples.rewards, cfg.kl.estimator, run.sampling, step)
+    batch.prefix_rewards = samples.prefix
     t_ref = time.perf_counter()
     set_lr(run.optimizer, cfg.optim, step, cfg.steps)
     update = run.algorithm.update(run.policy, run.optimizer, batch)
     update.update(run.algorithm.after_update(batch))
+    run.updates += 1
     t_end = time.perf_counter()
     reward_t = batch.rewards
     lengths = rollout.completion_mask.sum(-1).float()
@@ -221,14 +211,15 @@ def train_step(run: Run, step: int) -> tuple[dict[str, float], tuple[list[str], 
         "completion/length": float(lengths.mean()),
         "lr": run.optimizer.param_groups[0]["lr"],
         "time/step_s": t_end - t0,
-        "time/sample_s": t_sample - t0,
-        "time/reward_s": t_reward - t_sample,
-        "time/reference_s": t_ref - t_reward,
+        "time/rollout_s": t_collected - t0,
+        "time/sample_s": samples.sample_s,
+        "time/reward_s": samples.reward_s,
+        "time/reference_s": t_ref - t_collected,
         "time/update_s": t_end - t_ref,
         "samples/per_s": len(reward_t) / (t_end - t0),
         **bayes_metrics(run, batch),
     }
-    return metrics, (prompts, completions, rewards)
+    return metrics
 
 
 def bayes_metrics(run: Run, batch: Batch) -> dict[str, float]:

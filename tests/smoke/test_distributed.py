@@ -1,0 +1,164 @@
+"""Rollout shards and Ray rollout workers: the layout of workers never changes what a run computes.
+
+Every run here uses one torch thread (``threads: 1``; the workers take the run's threads), since CPU
+kernels may round differently with more threads.
+"""
+
+import math
+
+import pytest
+import torch
+
+import langrl
+from langrl.distributed.shards import join_prefix_rewards, join_rollouts, shard_indices
+from langrl.errors import ConfigError
+from langrl.rollout import TokenRollout
+from langrl.run.callbacks import Callback
+from langrl.run.io import read_jsonl
+
+SKIP = ("time/", "samples/per_s", "rollout/")
+
+
+def test_shards_cover_the_prompts_in_order():
+    assert shard_indices([5, 6, 7, 8, 9], 2) == [[5, 6, 7], [8, 9]]
+    assert shard_indices([1], 3) == [[1], [], []]
+    assert shard_indices([1, 2, 3, 4], 1) == [[1, 2, 3, 4]]
+
+
+def rollout(prompt, completion, prefix_last):
+    n = len(completion)
+    return TokenRollout(
+        prompt_ids=torch.tensor([prompt]), prompt_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        completion_ids=torch.tensor([completion]), completion_mask=torch.ones(1, n, dtype=torch.long),
+        logprobs=torch.full((1, n), -0.5)), torch.full((1, n), prefix_last)
+
+
+def test_joined_shards_pad_prompts_left_and_completions_right():
+    a, pa = rollout([1, 2, 3], [4], 0.25)
+    b, pb = rollout([5], [6, 7, 8], 0.5)
+    joined = join_rollouts([a, b], pad_token_id=0)
+    assert joined.prompt_ids.tolist() == [[1, 2, 3], [0, 0, 5]]
+    assert joined.prompt_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert joined.completion_ids.tolist() == [[4, 0, 0], [6, 7, 8]]
+    assert joined.completion_mask.tolist() == [[1, 0, 0], [1, 1, 1]]
+    assert joined.logprobs.tolist() == [[-0.5, 0, 0], [-0.5, -0.5, -0.5]]
+    # past its end a completion has earned all it will: the last entry repeats
+    assert join_prefix_rewards([pa, pb]).tolist() == [[0.25, 0.25, 0.25], [0.5, 0.5, 0.5]]
+
+
+def test_sharded_run_in_one_process_is_deterministic(tmp_path, lm_config):
+    runs = [langrl.train(lm_config(distributed={"shards": 2}), output=tmp_path / f"r{i}").run_dir for i in range(2)]
+    assert same_run(*runs)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def config(lm_config, **extra):
+    return lm_config(threads=1, **extra)
+
+
+def run_files(run_dir):
+    metrics = [{k: v for k, v in row.items() if not k.startswith(SKIP)}
+               for row in read_jsonl(run_dir / "metrics.jsonl")]
+    samples = read_jsonl(run_dir / "samples.jsonl")
+    from safetensors.torch import load_file
+
+    final = sorted((run_dir / "checkpoints").iterdir(), key=lambda p: int(p.name.split("-")[1]))[-1]
+    weights = {p.name: load_file(str(p)) for p in final.glob("*.safetensors")}
+    return metrics, samples, weights
+
+
+def same_run(a, b):
+    (ma, sa, wa), (mb, sb, wb) = run_files(a), run_files(b)
+    assert ma == mb
+    assert sa == sb
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert wa[name].keys() == wb[name].keys()
+        for key in wa[name]:
+            assert torch.equal(wa[name][key], wb[name][key]), (name, key)
+    return True
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo"])
+def test_two_workers_reproduce_the_single_process_run(tmp_path, lm_config, ray_cluster, algorithm):
+    single = langrl.train(config(lm_config, algorithm=algorithm, distributed={"shards": 2}),
+                          output=tmp_path / "single").run_dir
+    two = langrl.train(config(lm_config, algorithm=algorithm, distributed={"rollout_workers": 2}),
+                       output=tmp_path / "two").run_dir
+    assert same_run(single, two)
+
+
+@pytest.mark.ray
+def test_one_worker_with_lora_reproduces_the_single_process_run(tmp_path, lm_config, ray_cluster):
+    lora = {"r": 4, "alpha": 8}
+    single = langrl.train(config(lm_config, lora=lora, distributed={"shards": 2}), output=tmp_path / "single")
+    one = langrl.train(config(lm_config, lora=lora, distributed={"rollout_workers": 1, "shards": 2}),
+                       output=tmp_path / "one")
+    assert same_run(single.run_dir, one.run_dir)
+
+
+class KillWorker(Callback):
+    """Kills rollout worker 0 after step 1, as a crashed machine would."""
+
+    def __init__(self, ray):
+        self.ray = ray
+
+    def on_step_end(self, step, metrics):
+        if step == 1:
+            names = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)]
+            (victim,) = [n for n in names if n.startswith("langrl-rollout-") and n.endswith("-0-0")]
+            self.ray.kill(self.ray.get_actor(victim), no_restart=True)
+
+
+@pytest.mark.ray
+def test_a_killed_worker_is_replaced_and_the_run_is_unchanged(tmp_path, lm_config, ray_cluster):
+    single = langrl.train(config(lm_config, distributed={"shards": 2}), output=tmp_path / "single").run_dir
+    survived = langrl.train(config(lm_config, distributed={"rollout_workers": 2}), output=tmp_path / "killed",
+                            callbacks=[KillWorker(ray_cluster)]).run_dir
+    assert same_run(single, survived)
+
+
+@pytest.mark.ray
+def test_stale_batches_are_rejected_or_kept_within_the_bound(tmp_path, lm_config, ray_cluster):
+    sync = langrl.train(config(lm_config, distributed={"rollout_workers": 1}), output=tmp_path / "sync").run_dir
+    # overlap samples step s + 1 before step s updates: one update stale, over a bound of 0 -> sampled again
+    strict = langrl.train(config(lm_config, distributed={"rollout_workers": 1, "overlap": True}),
+                          output=tmp_path / "strict").run_dir
+    rows = read_jsonl(strict / "metrics.jsonl")
+    assert [r["rollout/rejected"] for r in rows] == [0, 1, 1]
+    assert all(r["rollout/staleness"] == 0 for r in rows)
+    assert same_run(sync, strict)
+    loose = langrl.train(config(lm_config, distributed={"rollout_workers": 1, "overlap": True,
+                                                          "max_staleness": 1}), output=tmp_path / "loose")
+    rows = read_jsonl(loose.run_dir / "metrics.jsonl")
+    assert [r["rollout/staleness"] for r in rows] == [0, 1, 1]
+    assert [r["rollout/rejected"] for r in rows] == [0, 0, 0]
+    assert all(math.isfinite(r["loss/policy"]) for r in rows)
+
+
+@pytest.mark.ray
+def test_a_sync_that_cannot_finish_fails_within_its_timeout(tmp_path, lm_config, ray_cluster):
+    from langrl.distributed.ray_rollouts import DistributedError
+
+    with pytest.raises(DistributedError, match=r"distributed\.timeout_s=0\.001 s"):
+        langrl.train(config(lm_config, distributed={"rollout_workers": 1, "timeout_s": 0.001}),
+                     output=tmp_path / "run")
+
+
+@pytest.mark.ray
+def test_more_workers_than_the_cluster_holds_is_a_config_error(tmp_path, lm_config, ray_cluster):
+    with pytest.raises(ConfigError, match="rollout_workers=3 ask for 3 CPUs, the Ray cluster has 2"):
+        langrl.train(config(lm_config, distributed={"rollout_workers": 3}), output=tmp_path / "run")
+
+
+def test_overlap_needs_workers(tmp_path, lm_config):
+    with pytest.raises(ConfigError, match="distributed.overlap"):
+        langrl.train(lm_config(distributed={"overlap": True}), output=tmp_path / "run")
