@@ -17,8 +17,13 @@ class DistributedConfig(Section):
 
     rollout_workers: int = Field(0, ge=0, description="Ray actors that sample (and score) the rollouts; 0 "
                                                       "samples in the learner's process")
+    learners: int = Field(1, ge=1, description="data-parallel learners on Ray Train (gloo on CPU, NCCL on "
+                          "GPU): each samples its shards and computes every learners-th micro-batch's "
+                          "gradients; set train.micro_batch_size so the batch has at least that many")
+    cpus_per_learner: float = Field(1.0, gt=0, description="CPUs Ray reserves for each learner")
+    gpus_per_learner: float = Field(0.0, ge=0, description="GPUs Ray reserves for each learner")
     shards: int | None = Field(None, ge=1, description="pieces the step's prompts are cut into, each with "
-                               "its own random stream; null: one per rollout worker (1 without workers). "
+                               "its own random stream; null: one per rollout worker or learner (else 1). "
                                "Keep it fixed to compare layouts: the results depend on it, not on workers")
     address: str | None = Field(None, description="Ray cluster to join ('auto', 'ray://host:10001', "
                                 "'host:6379'); null: join RAY_ADDRESS if set, else start a local Ray")
@@ -40,14 +45,18 @@ class DistributedConfig(Section):
                                "it is kept (the update's clipped ratio pi / pi_behaviour corrects it)")
     @property
     def remote(self) -> bool:
+        """Whether rollouts come from Ray actors."""
         return self.rollout_workers > 0
 
     @property
     def shard_count(self) -> int:
-        return self.shards if self.shards is not None else max(1, self.rollout_workers)
+        return self.shards if self.shards is not None else max(1, self.rollout_workers, self.learners)
 
     @model_validator(mode="after")
     def consistent(self) -> DistributedConfig:
+        if self.learners > 1 and self.remote:
+            raise ValueError("distributed.learners > 1 samples on the learners: set distributed.rollout_workers=0 "
+                             "(learners fed by separate rollout workers are not supported yet)")
         if self.overlap and not self.remote:
             raise ValueError("distributed.overlap samples while the learner updates: it needs "
                              "distributed.rollout_workers >= 1")

@@ -185,6 +185,9 @@ class Config(RunConfig):
             raise ValueError("algorithm 'dpg' targets pi0 exp(r / beta): it needs kl.coef > 0 (beta)")
         if self.bayes.exact and self.kl.coef <= 0:
             raise ValueError("bayes.exact compares with pi* = pi0 exp(r / beta) / Z: it needs kl.coef > 0")
+        if self.distributed.learners > 1 and self.algorithm == "ppo":
+            raise ValueError("distributed.learners > 1 accumulates one optimizer step per batch; ppo steps per "
+                             "minibatch: use a2c or grpo, or distributed.learners=1")
         if self.kl.reference == "adapter" and self.lora is None:
             raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
         return self

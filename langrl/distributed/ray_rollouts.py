@@ -12,6 +12,7 @@ shards again, up to ``distributed.max_restarts`` times in a run.
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Sequence
@@ -67,12 +68,12 @@ def worker_config(cfg: Config) -> dict[str, Any]:
 class RolloutActor:
     """One rollout worker (a Ray actor): the run rebuilt from its config, sampling shards on request."""
 
-    def __init__(self, config: dict[str, Any], threads: int):
+    def __init__(self, config: dict[str, Any], threads: int, builder: str):
         from langrl.config import load_config
-        from langrl.lm.trainer import build_run
 
+        module, name = builder.split(":")
         torch.set_num_threads(threads)
-        self.run = build_run(load_config(config))
+        self.run = getattr(importlib.import_module(module), name)(load_config(config))
         torch.set_num_threads(threads)  # the config's own `threads` must not override the worker's
         self.version = -1
 
@@ -97,8 +98,10 @@ class RolloutActor:
 class RayCollector:
     """The :class:`~langrl.lm.collect.Collector` of rollout workers on Ray."""
 
-    def __init__(self, run: Run, dist: DistributedConfig):
+    def __init__(self, run: Run, dist: DistributedConfig, builder: str):
+        """``builder``: ``"module:function"`` that builds a run from its config in a worker."""
         self.ray = import_ray()
+        self.builder = builder
         self.run, self.dist = run, dist
         self.shards = dist.shard_count
         self.started_ray = connect(dist, dist.rollout_workers * dist.cpus_per_worker)
@@ -130,7 +133,7 @@ class RayCollector:
     def make_actor(self, i: int) -> Any:
         options = {"num_cpus": self.dist.cpus_per_worker, "num_gpus": self.dist.gpus_per_worker,
                    "name": f"{self.prefix}-{i}-{self.restarts}", "max_restarts": 0}
-        return self.remote_cls.options(**options).remote(self.config, self.threads)
+        return self.remote_cls.options(**options).remote(self.config, self.threads, self.builder)
 
     def wait(self, ref: Any, timeout: float, what: str, field: str = "timeout_s") -> Any:
         try:

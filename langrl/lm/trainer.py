@@ -19,6 +19,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config import Config, load_config
+from langrl.distributed import learners
 from langrl.envs.prompts import PromptSet, build_prompt_sets
 from langrl.envs.text.core import PromptTask
 from langrl.errors import ConfigError, NonFiniteError
@@ -31,7 +32,7 @@ from langrl.report.lm import summarise_run, write_report
 from langrl.rewards import RewardFn, build_reward, check_columns, score
 from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.rollout import SamplingConfig, TokenRollout
-from langrl.run import seeds
+from langrl.run import parallel, seeds
 from langrl.run.callbacks import Callback
 from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
 from langrl.run.io import atomic_write_json
@@ -73,12 +74,23 @@ def train(config: Config | dict[str, Any] | str | Path, output: str | Path | Non
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     run_dir = resolve_run_dir(run_name(config, "run"), output, resume)
+    group = parallel.current()
+    if cfg.distributed.learners > 1 and group is None:  # start the learners; each comes back here
+        return learners.fit("langrl.lm.trainer:train", cfg.model_dump(mode="json"), cfg.distributed,
+                            cfg.threads or max(1, int(cfg.distributed.cpus_per_learner)), run_dir, resume,
+                            allow_config_change, callbacks)
     run = build_run(cfg)
+    if group is not None and group.rank > 0:
+        follower = learners.FollowerHarness(learners.share_start(run, 0))
+        run.updates = follower.start
+        with closing(build_collector(run)) as collector:
+            last = train_steps(run, cast(RunHarness, follower), collector)
+        return TrainResult(run_dir=run_dir, metrics=last, summary={})
     parts = Checkpointed(run.policy, run.tokenizer, run.optimizer, run.algorithm.modules())
     with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
         if resume:
             run.algorithm.load_state_dict(harness.restore().get("algorithm", {}))
-        run.updates = harness.start
+        harness.start = run.updates = learners.share_start(run, harness.start)
         with closing(build_collector(run)) as collector:
             last = train_steps(run, harness, collector)
     write_report(run_dir)
@@ -91,9 +103,10 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
     cfg, run_dir = run.config, harness.run_dir
     last: dict[str, float] = {}
     with harness.session(total=cfg.steps, desc="train") as logger:
-        if run.monitor is not None:
+        writes = harness.writes  # the data-parallel learners besides the first compute and write nothing else
+        if run.monitor is not None and writes:
             atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
-        if harness.start == 0:
+        if harness.start == 0 and writes:
             log_eval_samples(run, logger, "before", 0)
         submitted = None
         for step in harness.steps(cfg.steps):
@@ -109,13 +122,15 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
                 raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
                                      f"last checkpoint is intact): lower optim.lr or check the reward") from None
             harness.log(logger, step, last)
+            harness.stop_requested = parallel.any_rank(harness.stop_requested)
             if step == 1 or step % cfg.log.sample_every == 0:
                 logger.log_samples(step, samples.prompts, samples.completions, samples.rewards)
             if harness.due(step, cfg.steps):
                 harness.parts.modules = run.algorithm.modules()  # DPG swaps its proposal for a new module
                 harness.checkpoint(step, {"algorithm": run.algorithm.state_dict()})
             harness.advance(reward=last["reward/mean"], kl=last["kl/ref"])
-        log_eval_samples(run, logger, "after", cfg.steps)
+        if writes:
+            log_eval_samples(run, logger, "after", cfg.steps)
     return last
 
 
@@ -144,7 +159,9 @@ def build_collector(run: Run) -> Collector:
     if dist.remote:
         from langrl.distributed.ray_rollouts import RayCollector
 
-        return RayCollector(run, dist)
+        return RayCollector(run, dist, builder="langrl.lm.trainer:build_run")
+    if parallel.current() is not None:
+        return learners.ShardedCollector(run, dist.shard_count)
     return LocalCollector(run, dist.shard_count)
 
 

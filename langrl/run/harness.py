@@ -185,6 +185,8 @@ class RunHarness:
     (``steps`` upward, ``log.*``); the change and its step go to ``config_changes.jsonl``.
     """
 
+    writes = True  # the run folder is this harness's (a data-parallel follower's harness writes nothing)
+
     def __init__(self, run_dir: Path, config: BaseModel, log_config: LogConfig, parts: Checkpointed,
                  allow_config_change: bool = False, callbacks: Sequence[Callback] = ()):
         self.run_dir, self.config, self.log_config, self.parts = Path(run_dir), config, log_config, parts

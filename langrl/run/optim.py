@@ -12,6 +12,7 @@ from torch import nn
 
 from langrl.config.base import OptimConfig
 from langrl.errors import ConfigError, NonFiniteError
+from langrl.run import parallel
 
 # One minibatch's rows (an index tensor) -> its loss and the quantities to log.
 MinibatchLoss = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -107,10 +108,17 @@ def minibatch_epochs(
 
     ``grad/norm`` is logged before clipping at every optimizer step. A non-finite loss or gradient norm
     raises `NonFiniteError` before any optimizer step it would reach, so the weights stay finite.
+
+    Among data-parallel learners (`langrl.run.parallel`, ``epoch`` only) each takes every W-th minibatch
+    and the gradients are summed across learners before the step: the single learner's update.
     """
+    if step_every == "minibatch" and parallel.current() is not None:
+        raise ConfigError("data-parallel learners accumulate one step per epoch; this update steps per "
+                          "minibatch (ppo): set distributed.learners=1")
     stats: dict[str, list[float]] = {}
 
     def step() -> None:
+        parallel.reduce_gradients(params)
         norm = clip_gradients(params, max_grad_norm)
         if not math.isfinite(norm):  # before the step: the weights stay as they were
             raise NonFiniteError(f"the gradient norm is {norm}")
@@ -121,7 +129,7 @@ def minibatch_epochs(
     optimizer.zero_grad(set_to_none=True)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        for rows in order.to(device or "cpu").split(size):
+        for rows in parallel.mine(order.to(device or "cpu").split(size)):
             loss, parts = loss_fn(rows)
             if not bool(torch.isfinite(loss.detach())):
                 shown = ", ".join(f"{k} = {v:.4g}" for k, v in parts.items())
@@ -134,4 +142,4 @@ def minibatch_epochs(
                 step()
         if step_every == "epoch":
             step()
-    return mean_metrics(stats)
+    return mean_metrics(parallel.gather_lists(stats))

@@ -162,3 +162,29 @@ def test_more_workers_than_the_cluster_holds_is_a_config_error(tmp_path, lm_conf
 def test_overlap_needs_workers(tmp_path, lm_config):
     with pytest.raises(ConfigError, match="distributed.overlap"):
         langrl.train(lm_config(distributed={"overlap": True}), output=tmp_path / "run")
+
+
+def close_runs(a, b, tol=1e-5):
+    """Two runs equal up to float rounding: same samples, metrics and weights within ``tol``."""
+    (ma, sa, wa), (mb, sb, wb) = run_files(a), run_files(b)
+    assert [r["completion"] for r in sa] == [r["completion"] for r in sb]
+    for ra, rb in zip(ma, mb, strict=True):
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert ra[key] == pytest.approx(rb[key], rel=tol, abs=tol), key
+    for name in wa:
+        for key in wa[name]:
+            torch.testing.assert_close(wa[name][key], wb[name][key], rtol=tol, atol=tol)
+    return True
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("algorithm", ["grpo", "a2c"])
+def test_two_learners_take_the_single_learners_steps(tmp_path, lm_config, ray_cluster, algorithm):
+    # 2 prompts x 3 completions in micro-batches of 3: each learner computes one micro-batch's gradients
+    common = {"algorithm": algorithm, "steps": 2, "train": {"micro_batch_size": 3}}
+    single = langrl.train(config(lm_config, distributed={"shards": 2}, **common), output=tmp_path / "one")
+    two = langrl.train(config(lm_config, distributed={"learners": 2}, **common), output=tmp_path / "two")
+    assert two.metrics["grad/norm"] == pytest.approx(single.metrics["grad/norm"], rel=1e-5)
+    assert close_runs(single.run_dir, two.run_dir)
+    assert (two.run_dir / "report.md").exists()
