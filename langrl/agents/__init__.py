@@ -3,7 +3,8 @@
 - `LMEncoder`: an SB3 features extractor over token ids (frozen + cached, full fine-tuning, or LoRA).
 - `LMJudge`: P(yes) of an LM judge; a `RewardFn` for LM training, and `LMJudgeReward` for environments.
 - `LMActionPrior`: the LM's distribution over action strings; `PriorDQN` and `PriorActorCriticPolicy`
-  explore with it in SB3.
+  explore with it in SB3. `LMActorCriticPolicy` and `LMDQNPolicy`: SB3 policies on `LMEncoder`, named by
+  dotted path from an RL Zoo YAML (all of them save the LM as its name, not its weights).
 - `exploration`: epsilon-greedy (and its schedules), Boltzmann, UCB, as pure functions.
 - `LMPolicy`: the LM as the policy (GLAM): it scores the action strings (`score_actions`, one batched
   pass for all environments); `train_agent` trains it with behaviour cloning then PPO over environment
@@ -30,19 +31,21 @@ if TYPE_CHECKING:
     from langrl.agents.lm_agent import evaluate_agent, train_agent
     from langrl.agents.lm_policy import LMPolicy
     from langrl.agents.prior import LMActionPrior, action_logprobs
-    from langrl.agents.sb3 import PriorActorCriticPolicy, PriorDQN
+    from langrl.agents.sb3 import LMActorCriticPolicy, LMDQNPolicy, PriorActorCriticPolicy, PriorDQN
     from langrl.agents.scoring import score_actions
 
 LAZY = {
     "LRUCache": "cache", "LMEncoder": "encoder", "pool_hidden": "encoder", "LMJudge": "judge",
     "LMJudgeReward": "judge_reward", "LMActionPrior": "prior", "action_logprobs": "prior",
-    "PriorActorCriticPolicy": "sb3", "PriorDQN": "sb3", "bot_episodes": "episodes",
+    "PriorActorCriticPolicy": "sb3", "PriorDQN": "sb3", "LMActorCriticPolicy": "sb3", "LMDQNPolicy": "sb3",
+    "bot_episodes": "episodes",
     "behaviour_cloning": "imitation", "lm_demonstrations": "imitation", "LMPolicy": "lm_policy",
     "evaluate_agent": "lm_agent", "train_agent": "lm_agent", "score_actions": "scoring",
 }
 
 __all__ = [
-    "ActionPrior", "Episode", "LMActionPrior", "LMEncoder", "LMJudge", "LMJudgeReward", "LMPolicy",
+    "ActionPrior", "Episode", "LMActionPrior", "LMActorCriticPolicy", "LMDQNPolicy", "LMEncoder", "LMJudge",
+    "LMJudgeReward", "LMPolicy",
     "LRUCache",
     "ObservationDecoder", "PriorActorCriticPolicy", "PriorDQN", "action_logprobs", "behaviour_cloning",
     "bot_episodes", "evaluate_agent", "lm_demonstrations", "pool_hidden", "run_episodes", "score_actions",

@@ -36,11 +36,11 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
 from langrl.agents.cache import LRUCache
-from langrl.models.loading import LM, load_lm
+from langrl.agents.shared_lm import resolve_lm
+from langrl.models.loading import LM
 
 Pooling = Literal["mean", "last"]
 Finetune = Literal["frozen", "full", "lora"]
-LOADED: dict[str, LM] = {}  # name -> LM, so that DQN's two extractors share one frozen model
 
 
 def pool_hidden(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling) -> torch.Tensor:
@@ -93,15 +93,6 @@ class RunningStandardize(nn.Module):
         return ((x - self.running_mean) / scale).clamp(-self.clip, self.clip)
 
 
-def resolve_lm(lm: LM | str) -> LM:
-    """An `LM` as given, or loaded by name once per process (``tiny``, an embedded name, a path)."""
-    if isinstance(lm, LM):
-        return lm
-    if lm not in LOADED:
-        LOADED[lm] = load_lm(lm, device="cpu")
-    return LOADED[lm]
-
-
 def first_layers(backbone: nn.Module, n: int | None) -> nn.Module:
     """``backbone`` running only its first ``n`` decoder blocks, then its final norm (None: all of them).
 
@@ -136,9 +127,13 @@ class LMEncoder(BaseFeaturesExtractor):
     Use as ``policy_kwargs={"features_extractor_class": LMEncoder, "features_extractor_kwargs":
     {"lm": lm}}`` with an environment wrapped in `TokenizeObservation` built from the same tokenizer.
     ``lm_forward_calls`` counts backbone passes and ``cache`` holds (and counts) cached features.
+
+    ``lm`` by name (``"smollm2-135m-instruct"``, ``"tiny"``, a folder) is loaded once per process and
+    shared; SB3 saves ``policy_kwargs`` with the agent, so a name keeps the LM out of the saved zip (an `LM`
+    object would be pickled into it), and ``load`` reloads the model by name.
     """
 
-    def __init__(self, observation_space: spaces.Box, lm: LM | str = "tiny", pooling: Pooling = "mean",
+    def __init__(self, observation_space: spaces.Box, lm: LM | str, pooling: Pooling = "mean",
                  finetune: Finetune = "frozen", cache_size: int = 100_000, normalize: bool = True,
                  lora_r: int = 8, lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear",
                  layers: int | None = None):

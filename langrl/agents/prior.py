@@ -11,7 +11,8 @@ values are computed once and reused, so a call runs the model over the observati
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -21,7 +22,9 @@ from transformers import PreTrainedModel
 from langrl.agents.cache import LRUCache
 from langrl.agents.exploration import log_softmax
 from langrl.agents.scoring import score_actions
+from langrl.agents.shared_lm import resolve_lm
 from langrl.config.agent import PRIOR_TEMPLATE
+from langrl.errors import ConfigError
 from langrl.models.cache import output_cache
 from langrl.models.loading import LM
 
@@ -33,6 +36,15 @@ def action_logprobs(model: PreTrainedModel, prompt_ids: Sequence[int], action_id
     `score_actions` for a batch of one, without gradients. ``prefix`` ``(n, cache)``: the KV cache of the
     first ``n`` prompt tokens (copied, never changed), so that only the rest of the prompt is run."""
     return score_actions(model, [prompt_ids], action_ids, pad_id, prefix=prefix).scores[0]
+
+
+def check_actions(actions: Sequence[str]) -> list[str]:
+    """``actions`` as a list of non-empty strings, else a `ConfigError` (a lone string is one action, not a list)."""
+    if isinstance(actions, str) or not isinstance(actions, Sequence) or not actions or not all(
+            isinstance(a, str) and a for a in actions):
+        raise ConfigError(f"actions = {actions!r}: give a non-empty list of action strings, e.g. "
+                          f"['push left', 'push right']")
+    return list(actions)
 
 
 class LMActionPrior:
@@ -50,24 +62,51 @@ class LMActionPrior:
     prefers some action strings whatever the state (on BabyAI GoToLocal, SmolLM2-135M-Instruct gives
     ``pick up`` 54% and ``go forward`` 0.7% on average); calibration did not make that model's prior
     explore better than uniform either (benchmarks/RESULTS_agents.md).
+
+    ``lm`` is an `LM` or a name (loaded once per process). The prior pickles as its :attr:`spec` (the
+    model's name, the actions and the settings above), so an SB3 agent saved with it holds no weights and
+    its ``load`` reloads the model by name. A prior built on an `LM` object whose weights differ from what
+    its name loads (a fine-tuned model in memory, ``tiny_lm(seed=3)``) would come back with the named
+    weights: save such a model with ``save_pretrained`` and give the folder as ``lm``.
     """
 
-    def __init__(self, lm: LM, actions: Sequence[str], template: str = PRIOR_TEMPLATE,
+    def __init__(self, lm: LM | str, actions: Sequence[str], template: str = PRIOR_TEMPLATE,
                  chat: bool | None = None, sep: str = " ", temperature: float = 1.0,
                  cache_size: int = 100_000, calibrate: bool = False, null_observation: str = "N/A"):
-        self.lm = lm
-        self.actions = list(actions)
+        self.lm = resolve_lm(lm)
+        self.actions = check_actions(actions)
+        self.spec: dict[str, Any] = {
+            "lm": self.lm.name, "actions": list(self.actions), "template": template, "chat": chat, "sep": sep,
+            "temperature": temperature, "cache_size": cache_size, "calibrate": calibrate,
+            "null_observation": null_observation,
+        }
         self.template = template
-        self.chat = bool(lm.tokenizer.chat_template) if chat is None else chat
+        self.chat = bool(self.lm.tokenizer.chat_template) if chat is None else chat
         self.temperature = temperature
         self.calibrate = calibrate
         self.null_observation = null_observation
         prefix = "" if self.chat else sep
-        self.action_ids = [lm.tokenizer(prefix + a, add_special_tokens=False)["input_ids"]
+        self.action_ids = [self.lm.tokenizer(prefix + a, add_special_tokens=False)["input_ids"]
                            for a in self.actions]
         self.cache: LRUCache[str, np.ndarray] = LRUCache(cache_size)
         self.prefix_ids: list[int] | None = None
         self.prefix_cache: Any = None
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> LMActionPrior:
+        """The prior of a spec: ``{"lm": name, "actions": [...]}`` and any other constructor argument."""
+        allowed = list(inspect.signature(cls).parameters)
+        unknown = sorted(set(spec) - set(allowed))
+        missing = [key for key in ("lm", "actions") if key not in spec]
+        if unknown or missing:
+            wrong = f"unknown key(s) {unknown}" if unknown else f"missing {missing}"
+            raise ConfigError(f"prior = {dict(spec)!r}: {wrong}; give e.g. dict(lm='smollm2-135m-instruct', "
+                              f"actions=['push left', 'push right']), with any of {allowed}")
+        return cls(**spec)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and so saved by SB3) as its :attr:`spec`, never the model: unpickling reloads it by name."""
+        return (type(self).from_spec, (self.spec,))
 
     def shared_prefix(self) -> tuple[int, Any] | None:
         """``(n, KV cache)`` of the prompt tokens that precede every observation; computed on first use.

@@ -11,10 +11,20 @@
 
 Both take an `ActionPrior` and an `ObservationDecoder` that turns observations back into text, e.g.
 ``partial(decode_ids, tokenizer)`` for `TokenizeObservation` ids.
+
+Everything can also be given by name, as an RL Zoo YAML must (``policy: langrl.agents.sb3.<class>`` and
+``policy_kwargs`` of names and numbers): the prior as a spec, ``dict(lm="tiny", actions=[...])`` (see
+`LMActionPrior.from_spec`), and ``decode`` as the name of the model whose tokenizer made the ids.
+:class:`LMActorCriticPolicy` (PPO, A2C), :class:`LMDQNPolicy` (DQN) and :class:`PriorActorCriticPolicy`
+use `LMEncoder` as their features extractor unless told otherwise, so ``features_extractor_kwargs`` (e.g.
+``dict(lm="tiny")``) is all a YAML gives. A saved agent then holds names, never an LM: SB3 pickles
+``policy_kwargs`` (and `PriorDQN` its ``prior`` and ``decode``), an `LMActionPrior` pickles as its spec
+however it was built, and `DecodeIds` as its tokenizer's name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -24,30 +34,73 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.noise import ActionNoise
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.dqn.policies import DQNPolicy
 
+from langrl.agents.encoder import LMEncoder
 from langrl.agents.exploration import boltzmann, boltzmann_mix, sample_categorical
+from langrl.agents.prior import LMActionPrior
+from langrl.envs.text.tokenize import DecodeIds
+from langrl.errors import ConfigError
 from langrl.protocols import ActionPrior, ObservationDecoder
+
+
+def with_lm_encoder(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Policy keyword arguments with `LMEncoder` as the features extractor unless they name one."""
+    return {"features_extractor_class": LMEncoder, **kwargs}
+
+
+def as_prior(prior: ActionPrior | Mapping[str, Any]) -> ActionPrior:
+    """An `ActionPrior` as given, or the `LMActionPrior` of a spec (``dict(lm=..., actions=[...])``)."""
+    if isinstance(prior, Mapping):
+        # its actions are a list, a Sequence; mypy wants the protocol's mutable attribute's exact type
+        return cast(ActionPrior, LMActionPrior.from_spec(prior))
+    if not isinstance(prior, ActionPrior):
+        raise ConfigError(f"prior = {type(prior).__name__} object: give an ActionPrior (actions and logprobs) or "
+                          f"a spec such as dict(lm='smollm2-135m-instruct', actions=['push left', 'push right'])")
+    return prior
+
+
+def as_decoder(decode: ObservationDecoder | str) -> ObservationDecoder:
+    """A decoder as given, or `DecodeIds` of the model named ``decode``."""
+    if isinstance(decode, str):
+        return DecodeIds(decode)
+    if not callable(decode):
+        raise ConfigError(f"decode = {decode!r}: give the name of the model whose tokenizer made the ids "
+                          f"(e.g. 'smollm2-135m-instruct') or a function from observations to texts")
+    return decode
+
+
+def prior_and_decoder(prior: ActionPrior | Mapping[str, Any] | None, decode: ObservationDecoder | str | None,
+                      ) -> tuple[ActionPrior | None, ObservationDecoder | None]:
+    """`as_prior` and `as_decoder` of each one given."""
+    return (None if prior is None else as_prior(prior)), (None if decode is None else as_decoder(decode))
 
 
 class PriorDQN(DQN):
     """``DQN(policy, env, prior=..., decode=..., **dqn_kwargs)``; without a prior (and without
-    ``boltzmann_temperature``) it is plain DQN.
+    ``boltzmann_temperature``) it is plain DQN. ``prior`` may be a spec and ``decode`` a model name (see
+    the module docstring); use :class:`LMDQNPolicy` for the LM encoder.
 
-    ``prior`` and ``decode`` are not saved with the model; pass them again to ``PriorDQN.load(path,
-    prior=..., decode=...)``.
+    ``prior`` and ``decode`` are saved with the model (an `LMActionPrior` as its spec, no weights), so
+    ``PriorDQN.load(path)`` restores them; ``PriorDQN.load(path, prior=..., decode=...)`` replaces them.
     """
 
-    def __init__(self, *args: Any, prior: ActionPrior | None = None, decode: ObservationDecoder | None = None,
-                 boltzmann_temperature: float | None = None, prior_weight: float = 1.0, **kwargs: Any):
-        self.prior = prior
-        self.decode = decode
+    def __init__(self, *args: Any, prior: ActionPrior | Mapping[str, Any] | None = None,
+                 decode: ObservationDecoder | str | None = None, boltzmann_temperature: float | None = None,
+                 prior_weight: float = 1.0, **kwargs: Any):
+        self.prior, self.decode = prior_and_decoder(prior, decode)
         self.boltzmann_temperature = boltzmann_temperature
         self.prior_weight = prior_weight
         self.prior_rng = np.random.default_rng(kwargs.get("seed"))
         super().__init__(*args, **kwargs)
 
+    def _setup_model(self) -> None:
+        # load() sets the saved prior and decode, then any given to it (specs and names too), then calls this
+        self.prior, self.decode = prior_and_decoder(self.prior, self.decode)
+        super()._setup_model()
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "prior", "decode", "prior_rng"]  # the LM stays out
+        return [*super()._excluded_save_params(), "prior_rng"]
 
     def sample_prior(self, observations: np.ndarray) -> np.ndarray:
         """One action per observation (B, ...) -> (B,), drawn from the prior."""
@@ -97,22 +150,45 @@ class PriorDQN(DQN):
         return super()._sample_action(learning_starts, action_noise, n_envs)
 
 
+class LMActorCriticPolicy(ActorCriticPolicy):
+    """SB3's ActorCriticPolicy (PPO, A2C) with `LMEncoder` as its default features extractor: an RL Zoo
+    YAML names it (``policy: langrl.agents.sb3.LMActorCriticPolicy``) and gives the encoder's arguments in
+    ``features_extractor_kwargs`` (``dict(lm="smollm2-135m-instruct")``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **with_lm_encoder(kwargs))
+
+
+class LMDQNPolicy(DQNPolicy):
+    """SB3's DQNPolicy (DQN, `PriorDQN`) with `LMEncoder` as its default features extractor (see
+    :class:`LMActorCriticPolicy`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **with_lm_encoder(kwargs))
+
+
 class PriorActorCriticPolicy(ActorCriticPolicy):
     """ActorCriticPolicy with ``logits = action_net(latent) + prior_weight * log p_prior(a | s)``.
 
     Pass as ``PPO(PriorActorCriticPolicy, env, policy_kwargs={"prior": ..., "decode": ...,
-    "prior_weight": 1.0, ...})``. Discrete action spaces only.
+    "prior_weight": 1.0, ...})``; ``prior`` may be a spec and ``decode`` a model name (see the module
+    docstring). The features extractor is `LMEncoder` unless ``features_extractor_class`` says otherwise.
+    Discrete action spaces only.
     """
 
     def __init__(self, observation_space: spaces.Space, action_space: spaces.Space, *args: Any,
-                 prior: ActionPrior, decode: ObservationDecoder, prior_weight: float = 1.0, **kwargs: Any):
+                 prior: ActionPrior | Mapping[str, Any], decode: ObservationDecoder | str, prior_weight: float = 1.0,
+                 **kwargs: Any):
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"PriorActorCriticPolicy needs a Discrete action space, got {action_space}")
+            raise ConfigError(f"action space = {action_space}: PriorActorCriticPolicy needs a Discrete one; "
+                              f"use an environment with a finite set of actions")
+        prior = as_prior(prior)
         if len(prior.actions) != action_space.n:
-            raise ValueError(f"the prior has {len(prior.actions)} actions, the environment {action_space.n}")
-        super().__init__(observation_space, action_space, *args, **kwargs)
+            raise ConfigError(f"prior actions = {list(prior.actions)!r}: {len(prior.actions)} strings for an "
+                              f"environment with {action_space.n} actions; give one string per action, in order")
+        super().__init__(observation_space, action_space, *args, **with_lm_encoder(kwargs))
         self.prior = prior
-        self.decode = decode
+        self.decode = as_decoder(decode)
         self.prior_weight = prior_weight
 
     def prior_logprobs(self, obs: torch.Tensor) -> torch.Tensor:

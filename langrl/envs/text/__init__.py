@@ -5,9 +5,10 @@
   ``langrl/BabyAI-Text-v0`` taking ``env_id=`` for any other minigrid level (:class:`BabyAIText`).
 - :class:`TokenizeObservation` turns a text observation into token ids for Stable-Baselines3.
 
-Registration uses entry-point strings, so importing this package imports neither minigrid nor the
-environment modules: ``gymnasium.make`` imports them when an environment is first made, and only the
-BabyAI ids need minigrid (``pip install minigrid``).
+Importing this package registers the ids, so it is the module to give the RL Zoo's ``--gym-packages``
+(``--gym-packages langrl.envs.text``). Registration uses entry-point strings, so importing it imports
+neither minigrid nor the environment modules: ``gymnasium.make`` imports them when an environment is first
+made, and only the BabyAI ids need minigrid (``pip install minigrid``).
 """
 
 from __future__ import annotations
@@ -53,18 +54,19 @@ if TYPE_CHECKING:
     from langrl.envs.text.babyai import BABYAI_ACTIONS, BabyAIText
     from langrl.envs.text.cartpole import CARTPOLE_ACTIONS, CartPoleText, describe_cartpole
     from langrl.envs.text.describe import describe_view
-    from langrl.envs.text.tokenize import TokenizeObservation, decode_ids, encode_texts
+    from langrl.envs.text.tokenize import DecodeIds, TokenizeObservation, decode_ids, encode_texts, load_tokenizer
 
 LAZY = {
     "BABYAI_ACTIONS": "babyai", "BabyAIText": "babyai", "CARTPOLE_ACTIONS": "cartpole",
     "CartPoleText": "cartpole", "describe_cartpole": "cartpole", "describe_view": "describe",
-    "TokenizeObservation": "tokenize", "decode_ids": "tokenize", "encode_texts": "tokenize",
+    "TokenizeObservation": "tokenize", "decode_ids": "tokenize", "encode_texts": "tokenize", "DecodeIds": "tokenize",
+    "load_tokenizer": "tokenize",
 }
 
 __all__ = [
     "BABYAI_ACTIONS", "BABYAI_LEVELS", "CARTPOLE_ACTIONS", "CARTPOLE_ID", "ENV_IDS", "BabyAIText",
-    "CartPoleText", "TokenizeObservation", "babyai_id", "decode_ids", "describe_cartpole", "describe_view",
-    "encode_texts", "register_envs",
+    "CartPoleText", "DecodeIds", "TokenizeObservation", "babyai_id", "decode_ids", "describe_cartpole",
+    "describe_view", "encode_texts", "load_tokenizer", "register_envs",
 ]
 
 

@@ -4,16 +4,28 @@ SB3 has no ``Text`` space, so :class:`TokenizeObservation` turns each text into 
 of shape (L,), right-padded with the tokenizer's pad id and truncated at L. Right padding keeps the
 positions of the real tokens at 0..n-1, so a causal LM gives them the same hidden states as without
 padding (they never attend to the pads after them). The text stays in ``info["text"]``.
+
+The tokenizer may be given by model name (``"smollm2-135m-instruct"``, ``"tiny"``, a folder, a hub id), so
+that an RL Zoo YAML can build the wrapper (``env_wrapper``: ``{tokenizer: tiny, max_length: 64}``), and
+:class:`DecodeIds` decodes ids with a tokenizer given by name (it pickles as the name: a saved agent holds
+no tokenizer).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import gymnasium as gym
 import numpy as np
-from transformers import PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from langrl.errors import ConfigError
+from langrl.models.lm import prepare_tokenizer
+from langrl.models.loading import IN_PROCESS, load_lm, locate
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int) -> np.ndarray:
@@ -45,19 +57,55 @@ def pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(pad)
 
 
+@functools.cache
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer ``load_lm(name)`` has, loaded once per process. A local folder with tokenizer files (an
+    embedded model's converted folder among them) is read without the model's weights."""
+    folder = None if name in IN_PROCESS else Path(locate(name))
+    if folder is None or not (folder / "tokenizer_config.json").is_file() or (folder / "adapter_config.json").exists():
+        return load_lm(name, device="cpu").tokenizer  # in-process models, hub ids, LoRA checkpoints
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def as_tokenizer(tokenizer: PreTrainedTokenizerBase | str) -> PreTrainedTokenizerBase:
+    """A tokenizer as given, or the tokenizer of the model of that name."""
+    if isinstance(tokenizer, str):
+        return load_tokenizer(tokenizer)
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise ConfigError(f"tokenizer = {type(tokenizer).__name__} object: give a Hugging Face tokenizer (e.g. "
+                          f"lm.tokenizer) or a model name such as 'smollm2-135m-instruct' or 'tiny'")
+    return tokenizer
+
+
+@dataclass(frozen=True)
+class DecodeIds:
+    """``ids (B, L) -> texts`` (:func:`decode_ids`) with the tokenizer of the model named ``tokenizer``: an
+    `ObservationDecoder` that pickles as the name."""
+
+    tokenizer: str
+
+    def __call__(self, observations: np.ndarray) -> list[str]:
+        return decode_ids(load_tokenizer(self.tokenizer), observations)
+
+
 class TokenizeObservation(gym.Wrapper):
     """Text observation -> ``Box(0, vocab - 1, (max_length,), int64)`` of right-padded token ids.
 
     Texts longer than ``max_length`` tokens are cut (a warning-free truncation: size ``max_length`` for
-    the longest description the environment writes). ``info["text"]`` keeps the full text.
+    the longest description the environment writes). ``info["text"]`` keeps the full text. ``tokenizer``
+    is a tokenizer or a model name (see the module docstring).
     """
 
-    def __init__(self, env: gym.Env, tokenizer: PreTrainedTokenizerBase, max_length: int = 256):
+    def __init__(self, env: gym.Env, tokenizer: PreTrainedTokenizerBase | str, max_length: int = 256):
         super().__init__(env)
-        self.tokenizer = tokenizer
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ConfigError(f"max_length = {max_length!r}: give a positive number of tokens, e.g. max_length=64")
+        self.tokenizer = as_tokenizer(tokenizer)
         self.max_length = max_length
         self.observation_space = gym.spaces.Box(
-            low=0, high=len(tokenizer) - 1, shape=(max_length,), dtype=np.int64
+            low=0, high=len(self.tokenizer) - 1, shape=(max_length,), dtype=np.int64
         )
 
     def encode(self, text: str) -> np.ndarray:
