@@ -108,13 +108,13 @@ def langrl_config(setup: Setup) -> dict[str, Any]:
 
 def run_langrl(setup: Setup) -> dict[str, Any]:
     from langrl.config import load_config
-    from langrl.lm.trainer import build_run, train_step
+    from langrl.lm.trainer import build_run, run_step
 
     run = build_run(load_config(langrl_config(setup)))
     times, cpu, rewards = [], [], []
     for step in range(1, setup.steps + 1):
         start, start_cpu = time.perf_counter(), time.process_time()
-        metrics, _ = train_step(run, step)
+        metrics = run_step(run, step)
         times.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         rewards.append(metrics["reward/mean"])

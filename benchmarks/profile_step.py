@@ -29,7 +29,7 @@ import torch
 
 from langrl.config import load_config
 from langrl.envs.prompts import left_pad
-from langrl.lm.trainer import build_run, make_batch, train_step
+from langrl.lm.trainer import build_run, make_batch, run_step
 from langrl.models import merged_lora
 from langrl.models.forward import completion_forward, token_entropy, token_logprobs
 from langrl.rollout import sample
@@ -131,7 +131,7 @@ def measure(args: argparse.Namespace) -> dict[str, float]:
     out["make_batch_s"] = timed(
         lambda: make_batch(policy, run.reference, rollout, rewards, "k3", run.sampling), reps)
     steps = iter(range(1, 1000))
-    out["train_step_s"] = timed(lambda: train_step(run, next(steps)), reps)
+    out["train_step_s"] = timed(lambda: run_step(run, next(steps)), reps)
     if args.profile:
         profile(run, next(steps))
     return out
@@ -141,7 +141,7 @@ def profile(run: Any, step: int) -> None:
     from torch.profiler import ProfilerActivity, profile, record_function
 
     with profile(activities=[ProfilerActivity.CPU]) as prof, record_function("train_step"):
-        train_step(run, step)
+        run_step(run, step)
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 

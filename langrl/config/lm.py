@@ -151,6 +151,12 @@ class BayesConfig(Section):
                                                "and the ESS from each batch")
 
 
+class LMEvalConfig(Section):
+    every: int = Field(0, ge=0, description="steps between evaluations on the evaluation prompts during "
+                       "training (prompts.eval_count x prompts.eval_samples, drawn as the before/after samples "
+                       "are): eval/reward and eval/kl in metrics.jsonl and the report; 0: before and after only")
+
+
 class Config(RunConfig):
     """Fine-tuning an LM on prompts (``kind: lm``): ``model``, ``algorithm`` and ``steps`` are the essentials."""
 
@@ -169,6 +175,7 @@ class Config(RunConfig):
     actor_critic: ActorCriticConfig = ActorCriticConfig()
     dpg: DPGConfig = DPGConfig()
     bayes: BayesConfig = BayesConfig()
+    eval: LMEvalConfig = LMEvalConfig()
     log: LogConfig = LogConfig()
     distributed: DistributedConfig = DistributedConfig()
 
@@ -185,6 +192,9 @@ class Config(RunConfig):
             raise ValueError("algorithm 'dpg' targets pi0 exp(r / beta): it needs kl.coef > 0 (beta)")
         if self.bayes.exact and self.kl.coef <= 0:
             raise ValueError("bayes.exact compares with pi* = pi0 exp(r / beta) / Z: it needs kl.coef > 0")
+        if self.eval.every and self.prompts.eval_count == 0:
+            raise ValueError(f"eval.every={self.eval.every} evaluates prompts.eval_count prompts, which is 0; "
+                             "set prompts.eval_count >= 1 or eval.every=0")
         if self.distributed.learners > 1 and self.algorithm == "ppo":
             raise ValueError("distributed.learners > 1 accumulates one optimizer step per batch; ppo steps per "
                              "minibatch: use a2c or grpo, or distributed.learners=1")

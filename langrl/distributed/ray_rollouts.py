@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -69,8 +70,11 @@ class RolloutActor:
     """One rollout worker (a Ray actor): the run rebuilt from its config, sampling shards on request."""
 
     def __init__(self, config: dict[str, Any], threads: int, builder: str):
+        from transformers.utils import logging as hf_logging
+
         from langrl.config import load_config
 
+        hf_logging.disable_progress_bar()  # N workers' "Loading weights" bars would interleave in the driver's log
         module, name = builder.split(":")
         torch.set_num_threads(threads)
         self.run = getattr(importlib.import_module(module), name)(load_config(config))
@@ -111,6 +115,7 @@ class RayCollector:
         self.remote_cls = self.ray.remote(RolloutActor)
         self.config = worker_config(run.config)
         self.restarts = 0
+        self.sync_s = 0.0  # seconds spent publishing weights since the last result
         self.state_ref: Any = None
         self.version = -1
         self.pending: dict[int, list[tuple[int, int, list[int], Any]]] = {}  # step -> (shard, worker, ...)
@@ -148,11 +153,13 @@ class RayCollector:
 
         if version == self.version:
             return
+        t0 = time.perf_counter()
         self.state_ref = self.ray.put(sampling_state(self.run))
         self.version = version
         refs = [actor.sync.remote(self.state_ref, version) for actor in self.actors]
         for i, ref in enumerate(refs):
             self.call(i, ref, f"the weight sync of version {version} on rollout worker {i}")
+        self.sync_s += time.perf_counter() - t0
 
     def submit(self, step: int, indices: Sequence[int], version: int) -> None:
         self.publish(version)
@@ -165,7 +172,9 @@ class RayCollector:
     def result(self, step: int) -> StepSamples:
         results = [self.shard_result(worker, step, shard, part, ref)
                    for shard, worker, part, ref in self.pending.pop(step)]
-        return join_shards(results, self.run.tokenizer.pad_token_id)
+        samples = join_shards(results, self.run.tokenizer.pad_token_id)
+        samples.sync_s, self.sync_s = self.sync_s, 0.0
+        return samples
 
     def shard_result(self, worker: int, step: int, shard: int, part: list[int], ref: Any) -> ShardResult:
         """Wait for one shard; when its worker died, replace the worker and collect the shard again."""

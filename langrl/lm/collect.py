@@ -56,6 +56,7 @@ class StepSamples:
     version: int
     sample_s: float
     reward_s: float
+    sync_s: float = 0.0  # publishing the weights to rollout workers
 
 
 def collect_shard(run: Run, step: int, shard: int, shards: int, indices: Sequence[int],

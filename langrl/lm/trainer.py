@@ -108,7 +108,9 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
             atomic_write_json(run_dir / "frontier.json", run.monitor.curves(run.policy, run.reference))
         if harness.start == 0 and writes:
             log_eval_samples(run, logger, "before", 0)
-        submitted = None
+        submitted: int | None = None
+        evaluated: dict[int, HeldOut | None] = {}  # the held-out samples eval.every drew at the latest step
+        step = harness.start
         for step in harness.steps(cfg.steps):
             t0 = time.perf_counter()
             if submitted != step:
@@ -121,6 +123,10 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
             except NonFiniteError as e:
                 raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
                                      f"last checkpoint is intact): lower optim.lr or check the reward") from None
+            if writes and evaluation_due(cfg, step):
+                held_out = held_out_samples(run, with_kl=True)
+                evaluated = {step: held_out}
+                last |= held_out.metrics() if held_out is not None else {}
             harness.log(logger, step, last)
             harness.stop_requested = parallel.any_rank(harness.stop_requested)
             if step == 1 or step % cfg.log.sample_every == 0:
@@ -130,8 +136,14 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
                 harness.checkpoint(step, {"algorithm": run.algorithm.state_dict()})
             harness.advance(reward=last["reward/mean"], kl=last["kl/ref"])
         if writes:
-            log_eval_samples(run, logger, "after", cfg.steps)
+            # the last step's evaluation drew the same samples from the same weights: reuse them
+            log_eval_samples(run, logger, "after", cfg.steps, evaluated.get(step))
     return last
+
+
+def evaluation_due(cfg: Config, step: int) -> bool:
+    """``eval.every`` evaluates every that many steps and at the last one."""
+    return cfg.eval.every > 0 and (step % cfg.eval.every == 0 or step == cfg.steps)
 
 
 def submit(run: Run, collector: Collector, step: int) -> int:
@@ -204,6 +216,14 @@ def exact_monitor(cfg: Config, tokenizer: PreTrainedTokenizerBase, prompts: Prom
                         cfg.sampling.temperature)
 
 
+def run_step(run: Run, step: int) -> dict[str, float]:
+    """One whole training step in the learner's process, sampling included (benchmarks, notebooks)."""
+    t0 = time.perf_counter()
+    collector = LocalCollector(run, run.config.distributed.shard_count)
+    submit(run, collector, step)
+    return train_step(run, step, collector.result(step), t0)
+
+
 def train_step(run: Run, step: int, samples: StepSamples, t0: float) -> dict[str, float]:
     """Compute the KL of ``samples`` to the reference and update; return the step's metrics (the step
     started at ``t0``, before its samples were collected)."""
@@ -231,6 +251,7 @@ def train_step(run: Run, step: int, samples: StepSamples, t0: float) -> dict[str
         "time/rollout_s": t_collected - t0,
         "time/sample_s": samples.sample_s,
         "time/reward_s": samples.reward_s,
+        "time/sync_s": samples.sync_s,
         "time/reference_s": t_ref - t_collected,
         "time/update_s": t_end - t_ref,
         "samples/per_s": len(reward_t) / (t_end - t0),
@@ -278,15 +299,28 @@ def make_batch(policy: PreTrainedModel, reference: Reference, rollout: TokenRoll
     )
 
 
-def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None:
-    """Sample ``prompts.eval_samples`` completions for each of the first ``prompts.eval_count`` evaluation
-    prompts (held out, or else the training ones) with a fixed seed, before or after training, with each
-    completion's reward and KL to the reference. Before training the policy is the reference: KL 0."""
+@dataclass
+class HeldOut:
+    """Completions of the evaluation prompts with their rewards and KL to the reference."""
+
+    prompts: list[str]
+    completions: list[str]
+    rewards: list[float]
+    kls: list[float]
+
+    def metrics(self) -> dict[str, float]:
+        return {"eval/reward": sum(self.rewards) / len(self.rewards), "eval/kl": sum(self.kls) / len(self.kls)}
+
+
+def held_out_samples(run: Run, with_kl: bool) -> HeldOut | None:
+    """``prompts.eval_samples`` completions for each of the first ``prompts.eval_count`` evaluation prompts
+    (held out, or else the training ones), always from the same seed, with each completion's reward and
+    (``with_kl``; else 0) its KL to the reference. None when there are no evaluation prompts."""
     cfg = run.config
     prompt_set = run.eval_prompts
     count = min(cfg.prompts.eval_count, len(prompt_set.texts))
     if count == 0:
-        return
+        return None
     sampling = SamplingConfig(**{**run.sampling.__dict__, "group_size": cfg.prompts.eval_samples})
     generator = seeds.generator(cfg.seed, "eval_samples", device=run.device)
     indices = list(range(count))
@@ -294,7 +328,16 @@ def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int) -> None
                                                     generator)
     rewards = score(run.task.reward, prompts, completions, prompt_set.columns_for(indices, sampling.group_size))
     kls = [0.0] * len(rewards)
-    if phase == "after":
+    if with_kl:
         batch = make_batch(run.policy, run.reference, rollout, rewards, "k1", sampling)
         kls = sequence_kl(batch.kl_tokens, batch.completion_mask).tolist()
-    logger.log_eval_samples(phase, step, prompts, completions, rewards, kls, held_out=cfg.prompts.holds_out)
+    return HeldOut(prompts, completions, rewards, kls)
+
+
+def log_eval_samples(run: Run, logger: RunLogger, phase: str, step: int, samples: HeldOut | None = None) -> None:
+    """The held-out samples before or after training (``samples`` when already drawn at this step) to
+    ``eval_samples.jsonl``. Before training the policy is the reference: KL 0."""
+    samples = samples or held_out_samples(run, with_kl=phase == "after")
+    if samples is not None:
+        logger.log_eval_samples(phase, step, samples.prompts, samples.completions, samples.rewards, samples.kls,
+                                held_out=run.config.prompts.holds_out)

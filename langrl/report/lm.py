@@ -161,6 +161,11 @@ def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[lis
                 linewidth=2.0,
                 label=f"moving average ({window} steps)",
             )
+    eval_steps, eval_reward = _series(rows, "eval/reward")
+    if eval_reward:
+        ax_r.plot(eval_steps, eval_reward, color="tab:green", marker="s", markersize=5, linewidth=1.5,
+                  label="eval/reward (evaluation prompts)")
+    if reward or eval_reward:
         ax_r.legend(loc="best", fontsize="small")
     ax_r.set_title("Reward per step")
     ax_r.set_xlabel("step")
@@ -170,8 +175,14 @@ def _plot(rows: Sequence[dict[str, Any]], title: str, curves: dict[str, list[lis
     steps, kl = _series(rows, "kl/ref")
     if kl:
         ax_kl.plot(
-            steps, kl, color="tab:purple", linewidth=1.5, marker="o" if len(kl) <= 20 else None, markersize=4
+            steps, kl, color="tab:purple", linewidth=1.5, marker="o" if len(kl) <= 20 else None, markersize=4,
+            label="kl/ref (training batch)"
         )
+    eval_steps, eval_kl = _series(rows, "eval/kl")
+    if eval_kl:
+        ax_kl.plot(eval_steps, eval_kl, color="tab:green", marker="s", markersize=5, linewidth=1.5,
+                   label="eval/kl (evaluation prompts)")
+        ax_kl.legend(loc="best", fontsize="small")
     ax_kl.set_title("KL(policy ‖ reference)")
     ax_kl.set_xlabel("step")
     ax_kl.set_ylabel("kl/ref (nats)")

@@ -258,3 +258,21 @@ def test_prefix_baseline_scores_every_prefix_and_trains(tmp_path, lm_config, tin
     assert math.isfinite(result.metrics["loss/policy"])
     with pytest.raises(Exception, match="prefix_baseline applies to reinforce, rloo and grpo"):
         langrl.train(lm_config(algorithm="ppo", train__prefix_baseline=True), output=tmp_path / "ppo")
+
+
+def test_eval_every_logs_held_out_reward_and_kl_without_changing_training(tmp_path, lm_config):
+    plain = read_jsonl(langrl.train(lm_config(), output=tmp_path / "plain").run_dir / "metrics.jsonl")
+    run = langrl.train(lm_config(eval={"every": 2}), output=tmp_path / "eval").run_dir
+    rows = read_jsonl(run / "metrics.jsonl")
+    assert ["eval/reward" in r for r in rows] == [False, True, True]  # every 2 steps, and the last
+    assert all(math.isfinite(r["eval/kl"]) for r in rows[1:])
+    # its own random stream: training is the run without it
+    assert strip_times([{k: v for k, v in r.items() if not k.startswith("eval/")} for r in rows]) == \
+        strip_times(plain)
+    after = [r["reward"] for r in read_jsonl(run / "eval_samples.jsonl") if r["phase"] == "after"]
+    assert sum(after) / len(after) == pytest.approx(rows[-1]["eval/reward"])
+
+
+def test_eval_every_needs_evaluation_prompts(tmp_path, lm_config):
+    with pytest.raises(ConfigError, match=r"eval.every=2 evaluates prompts.eval_count prompts, which is 0"):
+        langrl.train(lm_config(eval={"every": 2}, prompts__eval_count=0), output=tmp_path / "run")
