@@ -28,7 +28,7 @@ without this step never left the one-action policy (see docs/agents.md).
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from gymnasium import spaces
@@ -38,6 +38,9 @@ from torch import nn
 from langrl.agents.cache import LRUCache
 from langrl.agents.shared_lm import resolve_lm
 from langrl.models.loading import LM
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 Pooling = Literal["mean", "last"]
 Finetune = Literal["frozen", "full", "lora"]
@@ -156,11 +159,10 @@ class LMEncoder(BaseFeaturesExtractor):
         elif finetune == "full":
             self.backbone = copy.deepcopy(backbone).requires_grad_(True)
         elif finetune == "lora":
-            from peft import LoraConfig, get_peft_model
+            from langrl.models import apply_lora
 
-            config = LoraConfig(r=lora_r, lora_alpha=lora_alpha,  # type: ignore[arg-type]  # peft says int; floats work
-                                target_modules=lora_targets)
-            self.backbone = get_peft_model(copy.deepcopy(backbone), config)
+            copied = cast("PreTrainedModel", copy.deepcopy(backbone))
+            self.backbone = apply_lora(copied, lora_r, lora_alpha, 0.0, lora_targets, task_type=None)
         else:
             raise ValueError(f"finetune = {finetune!r}; use 'frozen', 'full' or 'lora'")
 

@@ -20,6 +20,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +28,7 @@ import gymnasium as gym
 import torch
 from transformers import PreTrainedModel
 
+from langrl.agents.env_collect import AgentRun, LocalEnvCollector, RayEnvCollector
 from langrl.agents.episodes import bot_episodes
 from langrl.agents.imitation import bc_eval_loss, behaviour_cloning, demo_views, lm_demonstrations
 from langrl.agents.lm_policy import LMPolicy
@@ -39,7 +41,7 @@ from langrl.report.agent import summarise_agent, write_agent_report
 from langrl.rl.kl import kl_exact
 from langrl.rl.ppo import ppo_loss
 from langrl.rl.returns import gae, whiten
-from langrl.rollout.env_steps import ReferenceScorer, StepRollout, VecState, collect_steps, start_envs
+from langrl.rollout.env_steps import ReferenceScorer, StepRollout
 from langrl.rollout.episodes import Episode, run_episodes, summarise_episodes
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
@@ -168,6 +170,26 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
     """
     cfg = load_agent_config(config, overrides)
     run_dir = resolve_run_dir(run_name(config, "agent"), output, resume)
+    run = build_agent(cfg)
+    policy = run.policy
+    optimizer = build_optimizer(trainable(policy), cfg.optim)
+    with closing(build_env_collector(run)) as collector:
+        parts = Checkpointed(policy.model, policy.tokenizer, optimizer, {"value_head": policy.head},
+                             {"envs": collector.env_state()})
+        with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
+            state = harness.restore() if resume else {}
+            collector.load_env_state(parts.objects["envs"])
+            with harness.session(total=cfg.updates, desc="ppo") as logger:
+                if not state:
+                    start_phase(cfg, policy, run.make, logger)
+                    harness.checkpoint(0, {"env_steps": 0, "elapsed_s": 0.0, "phase": "start"})
+                last = ppo_phase(run, optimizer, collector, logger, harness, state)
+    write_agent_report(run_dir)
+    return TrainResult(run_dir=run_dir, metrics=last, summary=summarise_agent(run_dir))
+
+
+def build_agent(cfg: AgentConfig) -> AgentRun:
+    """The environments' factory, the LM policy (LoRA-wrapped and frozen as configured) and the reference."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -181,19 +203,16 @@ def train_agent(config: AgentConfig | dict[str, Any] | str | Path, output: str |
         lm = LM(cast(PreTrainedModel, peft), lm.tokenizer, lm.name)  # a PeftModel forwards as the model
     freeze(lm.model, cfg.policy.freeze, "policy.freeze")
     policy = build_policy(cfg, lm, actions).eval()
-    optimizer = build_optimizer(trainable(policy), cfg.optim)
-    envs = start_envs(make, cfg.env.num_envs, policy.window, seeds.derive_seed(cfg.seed, "envs"))
-    parts = Checkpointed(policy.model, lm.tokenizer, optimizer, {"value_head": policy.head}, {"envs": envs})
-    with RunHarness(run_dir, cfg, cfg.log, parts, allow_config_change, callbacks) as harness:
-        state = harness.restore() if resume else {}
-        with harness.session(total=cfg.updates, desc="ppo") as logger:
-            if not state:
-                start_phase(cfg, policy, make, logger)
-                harness.checkpoint(0, {"env_steps": 0, "elapsed_s": 0.0, "phase": "start"})
-            last = ppo_phase(cfg, policy, optimizer, reference, make, logger, harness, state)
-    parts.objects["envs"].envs.close()
-    write_agent_report(run_dir)
-    return TrainResult(run_dir=run_dir, metrics=last, summary=summarise_agent(run_dir))
+    scorer = reference_scorer(policy, reference) if reference is not None else None
+    return AgentRun(config=cfg, make=make, policy=policy, reference=reference, scorer=scorer)
+
+
+def build_env_collector(run: AgentRun) -> LocalEnvCollector | RayEnvCollector:
+    """Where the rollouts are collected: Ray rollout workers, or the learner's own process."""
+    dist = run.config.distributed
+    if dist.remote:
+        return RayEnvCollector(run, dist, builder="langrl.agents.lm_agent:build_agent")
+    return LocalEnvCollector(run, dist.shard_count)
 
 
 def start_phase(cfg: AgentConfig, policy: LMPolicy, make: Callable[[], gym.Env], logger: RunLogger) -> None:
@@ -236,15 +255,12 @@ def imitate(cfg: AgentConfig, policy: LMPolicy, make: Callable[[], gym.Env],
             "time/bc_per_sample_s": (t2 - t1) / (len(views) * cfg.imitation.epochs)}
 
 
-def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimizer,
-              reference: Reference | None, make: Callable[[], gym.Env], logger: RunLogger,
-              harness: RunHarness, state: dict[str, Any]) -> dict[str, float]:
+def ppo_phase(run: AgentRun, optimizer: torch.optim.Optimizer, collector: LocalEnvCollector | RayEnvCollector,
+              logger: RunLogger, harness: RunHarness, state: dict[str, Any]) -> dict[str, float]:
     """PPO updates ``harness.start + 1 .. cfg.updates``; returns the last update's metrics."""
+    cfg, policy = run.config, run.policy
     ppo, updates = cfg.ppo, cfg.updates
-    scorer = reference_scorer(policy, reference) if reference is not None else None
-    reward_coef = cfg.kl.coef if cfg.kl.mode == "reward" else 0.0
     loss_coef = cfg.kl.coef if cfg.kl.mode == "loss" else 0.0
-    envs: VecState = harness.parts.objects["envs"]
     env_steps = int(state.get("env_steps", 0))
     clock = time.perf_counter() - float(state.get("elapsed_s", 0.0))
     last: dict[str, float] = {}
@@ -252,7 +268,7 @@ def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimiz
         set_lr(optimizer, cfg.optim, update, updates)
         generator = seeds.generator(cfg.seed, "agent_step", update)
         t0 = time.perf_counter()
-        rollout = collect_steps(policy, envs, ppo.n_steps, ppo.gamma, generator, scorer, reward_coef)
+        rollout, sync_s = collector.collect(update, update - 1, generator)
         t1 = time.perf_counter()
         try:
             metrics = ppo_update(policy, optimizer, rollout, ppo, generator, loss_coef, cfg.optim.max_grad_norm)
@@ -263,12 +279,13 @@ def ppo_phase(cfg: AgentConfig, policy: LMPolicy, optimizer: torch.optim.Optimiz
         env_steps += rollout.actions.numel()
         last = {"env/steps": env_steps, **rollout_metrics(rollout), **metrics,
                 "lr": optimizer.param_groups[0]["lr"],
-                "time/rollout_s": t1 - t0, "time/update_s": t2 - t1,
+                "time/rollout_s": t1 - t0, "time/sync_s": sync_s, "time/update_s": t2 - t1,
                 "time/env_step_s": (t1 - t0) / rollout.actions.numel(), "time/elapsed_s": t2 - clock}
         if cfg.eval.episodes and ((cfg.eval.every and update % cfg.eval.every == 0) or update == updates):
-            last.update(prefixed("eval", evaluate_policy(policy, make, cfg)))
+            last.update(prefixed("eval", evaluate_policy(policy, run.make, cfg)))
         harness.log(logger, update, last)
         if harness.due(update, updates):
+            harness.parts.objects["envs"] = collector.env_state()
             harness.checkpoint(update, {"env_steps": env_steps, "elapsed_s": time.perf_counter() - clock,
                                         "phase": "ppo"})
         harness.advance(success=last.get("rollout/success_rate", float("nan")),

@@ -21,6 +21,7 @@ from langrl.config.base import (
     read_config_data,
     validate,
 )
+from langrl.config.distributed import DistributedConfig
 
 # The prompt of an action-scoring LM: {actions} lists the admissible action strings.
 PRIOR_TEMPLATE = (
@@ -117,9 +118,18 @@ class AgentConfig(RunConfig):
     optim: OptimConfig = Field(OptimConfig(lr=1e-5, schedule="constant"), description="PPO's optimizer")
     eval: EvalSection = EvalSection()
     log: LogConfig = Field(LogConfig(checkpoint_every=10), description="checkpoint_every counts PPO updates")
+    distributed: DistributedConfig = Field(DistributedConfig(), description="rollout workers on Ray: shards "
+                                           "are slices of the env.num_envs environments")
 
     @model_validator(mode="after")
     def consistent(self) -> AgentConfig:
+        dist = self.distributed
+        if dist.learners > 1 or dist.overlap:
+            raise ValueError("an agent run takes distributed.rollout_workers and shards; distributed.learners "
+                             "and overlap apply to kind: lm runs")
+        if dist.shard_count > self.env.num_envs:
+            raise ValueError(f"distributed.shards={dist.shard_count} is more than env.num_envs={self.env.num_envs}: "
+                             "each shard needs an environment")
         if self.kl.reference == "adapter" and self.lora is None:
             raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
         if self.ppo.env_steps < self.ppo.n_steps * self.env.num_envs:

@@ -134,7 +134,7 @@ def fit(train: str, config: dict[str, Any], dist: DistributedConfig, threads: in
         allow_config_change: bool, callbacks: Sequence[Callback]) -> TrainResult:
     """Run ``train`` (``"module:function"``, the kind's train function) on ``dist.learners`` Ray Train
     workers; learner 0 writes ``run_dir``. Returns its result as the single-process train would."""
-    from langrl.distributed.ray_rollouts import connect, import_ray
+    from langrl.distributed.pool import connect, import_ray
     from langrl.report.lm import summarise_run
     from langrl.run.harness import TrainResult
 

@@ -9,7 +9,6 @@ What a worker needs of the learner's weights is `sampling_state`: the policy's t
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
@@ -19,6 +18,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.distributed.shards import join_prefix_rewards, join_rollouts, shard_generator, shard_indices
+from langrl.distributed.weights import load_arrays, state_arrays, trainable_arrays
 from langrl.envs.prompts import PromptSet, left_pad
 from langrl.lm.prefix import prefix_rewards
 from langrl.models import merged_lora
@@ -165,37 +165,14 @@ class LocalCollector:
 
 
 def sampling_state(run: Run) -> dict[str, np.ndarray]:
-    """The weights a rollout worker needs, as NumPy arrays (Ray shares them between processes without a
-    copy): ``policy.<name>`` for each trainable parameter, ``<module>.<name>`` for each module the algorithm
-    samples with. bfloat16 travels as its int16 bit pattern (NumPy has no bfloat16)."""
-    state = {f"policy.{name}": p for name, p in run.policy.named_parameters() if p.requires_grad}
-    for module_name, module in run.algorithm.sampling_modules().items():
-        state.update({f"{module_name}.{k}": v for k, v in module.state_dict().items()})
-    return {k: to_numpy(v) for k, v in state.items()}
+    """The weights a rollout worker needs (`langrl.distributed.weights`): the policy's trainable parameters
+    as ``policy.<name>``, and the state of each module the algorithm samples with as ``<module>.<name>``."""
+    state = trainable_arrays(run.policy, "policy")
+    for name, module in run.algorithm.sampling_modules().items():
+        state |= state_arrays(module, name)
+    return state
 
 
 def load_sampling_state(run: Run, state: dict[str, np.ndarray]) -> None:
     """Copy :func:`sampling_state` arrays into ``run``'s policy and sampling modules, in place."""
-    params = dict(run.policy.named_parameters())
-    modules = run.algorithm.sampling_modules()
-    with torch.no_grad():
-        for key, array in state.items():
-            owner, name = key.split(".", 1)
-            if owner == "policy":
-                target = params[name]
-            else:
-                target = modules[owner].state_dict()[name]
-            target.copy_(from_numpy(array, target.dtype))
-
-
-def to_numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
-
-
-def from_numpy(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor over ``a`` (no copy). Ray hands out read-only arrays; they are only read from here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        t = torch.from_numpy(a)
-    return t.view(torch.bfloat16) if dtype == torch.bfloat16 else t
+    load_arrays({"policy": run.policy, **run.algorithm.sampling_modules()}, state)

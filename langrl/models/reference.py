@@ -7,6 +7,7 @@ in memory. Otherwise it is a frozen copy of the initial model.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import cast
@@ -21,11 +22,15 @@ from langrl.models.forward import completion_logits
 
 
 def apply_lora(model: PreTrainedModel, r: int, alpha: float, dropout: float,
-               target_modules: list[str] | str) -> PeftModel:
-    """Wrap ``model`` with a LoRA adapter (Hu et al. 2021); only the adapter trains."""
+               target_modules: list[str] | str | None, task_type: str | None = "CAUSAL_LM") -> PeftModel:
+    """Wrap ``model`` with a LoRA adapter (Hu et al. 2021); only the adapter trains. ``target_modules``
+    None: PEFT's default for the architecture; ``task_type`` None for a model without an LM head."""
     config = PeftLoraConfig(r=r, lora_alpha=alpha,  # type: ignore[arg-type]  # peft types it int; floats work
-                            lora_dropout=dropout, target_modules=target_modules, task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+                            lora_dropout=dropout, target_modules=target_modules, task_type=task_type)
+    with warnings.catch_warnings():  # peft reads a property transformers 5 deprecated: noise to a user
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 @contextmanager
