@@ -8,7 +8,8 @@
                                                                               mode="min", patience=10)])
 
 The harness calls ``on_step_end`` after a step's metrics are logged (metrics.jsonl written), with every
-metric the step logged, evaluations included; ``on_checkpoint`` after a checkpoint is complete;
+metric the step logged, evaluations included; before it, ``on_evaluate`` with the ``eval/*`` metrics of a
+step that evaluated (held-out prompts, episodes or seeds, as each kind of run evaluates); ``on_checkpoint`` after a checkpoint is complete;
 ``on_train_end`` once, when the loop ends (stopped early or not). A callback asks the run to stop by
 returning True from ``on_step_end``: the step it saw is then checkpointed and the loop ends, so an early
 stop loses nothing and ``--resume`` with more ``steps`` continues from there.
@@ -27,6 +28,9 @@ class Callback:
     def on_step_end(self, step: int, metrics: dict[str, float]) -> bool | None:
         """After step ``step`` was logged; return True to stop the run after checkpointing this step."""
         return None
+
+    def on_evaluate(self, step: int, metrics: dict[str, float]) -> None:
+        """After step ``step`` logged an evaluation: its ``eval/*`` metrics."""
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         """After ``checkpoints/step-{step}`` was written completely."""

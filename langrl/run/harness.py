@@ -282,7 +282,10 @@ class RunHarness:
                                  f"the reward")
         logger.log_metrics(step, metrics)
         self.last_step = step
+        evaluation = {k: v for k, v in metrics.items() if k.startswith("eval/")}
         for callback in self.callbacks:
+            if evaluation:
+                callback.on_evaluate(step, dict(evaluation))
             if callback.on_step_end(step, dict(metrics)):
                 if not self.stop_requested:
                     log.warning("step %d: %s asked to stop the run", step, type(callback).__name__)

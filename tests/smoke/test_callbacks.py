@@ -14,6 +14,7 @@ from langrl.run.callbacks import Callback, EarlyStopping, StopAtThreshold
 class Recorder(Callback):
     def __init__(self, stop_at: int | None = None):
         self.steps: list[int] = []
+        self.evaluations: list[tuple[int, list[str]]] = []
         self.checkpoints: list[int] = []
         self.ended: tuple[int, bool] | None = None
         self.stop_at = stop_at
@@ -22,6 +23,9 @@ class Recorder(Callback):
         assert "reward/mean" in metrics
         self.steps.append(step)
         return step == self.stop_at
+
+    def on_evaluate(self, step, metrics):
+        self.evaluations.append((step, sorted(metrics)))
 
     def on_checkpoint(self, step, path):
         assert (path / "COMPLETE").exists()
@@ -40,6 +44,7 @@ def test_a_callback_stops_the_run_and_the_stop_step_is_checkpointed(tmp_path):
     rec = Recorder(stop_at=2)
     result = langrl.train("configs/toy_exact.yaml", output=tmp_path / "run", overrides=toy(5), callbacks=[rec])
     assert rec.steps == [1, 2] and rec.checkpoints == [2] and rec.ended == (2, True)
+    assert rec.evaluations == []  # no eval.every: no evaluation during training
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == 2
     # resuming continues after the stop step, to the configured end
@@ -61,3 +66,11 @@ def test_stop_at_threshold():
     stop = StopAtThreshold("eval/mean_return", 475.0)
     assert not stop.on_step_end(1, {"eval/mean_return": 400.0}) and stop.on_step_end(2, {"eval/mean_return": 480.0})
     assert not stop.on_step_end(3, {"eval/mean_return": float("nan")})
+
+
+def test_evaluations_during_training_reach_on_evaluate(tmp_path):
+    rec = Recorder()
+    langrl.train("configs/toy_exact.yaml", output=tmp_path / "run", overrides=[*toy(3), "eval.every=2"],
+                 callbacks=[rec])
+    assert rec.evaluations == [(2, ["eval/kl", "eval/reward"]), (3, ["eval/kl", "eval/reward"])]
+

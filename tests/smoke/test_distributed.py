@@ -202,12 +202,18 @@ def babyai_config(**distributed):
                                                    "max_episode_steps": 5},
             "policy": {"window": 1}, "ppo": {"env_steps": 24, "n_steps": 2, "minibatch_size": 4, "epochs": 1},
             "kl": {"coef": 0.1}, "lora": {"r": 4}, "optim": {"lr": 1e-2},
-            "eval": {"episodes": 2, "prior": False}, "distributed": distributed,
+            "eval": {"episodes": 1, "prior": False}, "distributed": distributed,
             "log": {"tensorboard": False, "checkpoint_every": 1}}
 
 
-def test_agent_shards_resume_as_the_uninterrupted_run(tmp_path):
-    whole = langrl.train(babyai_config(shards=2), output=tmp_path / "whole").run_dir
+@pytest.fixture(scope="module")
+def single_agent(tmp_path_factory):
+    """The single-process agent run with 2 environment shards."""
+    return langrl.train(babyai_config(shards=2), output=tmp_path_factory.mktemp("agent") / "run").run_dir
+
+
+def test_agent_shards_resume_as_the_uninterrupted_run(tmp_path, single_agent):
+    whole = single_agent
     cut = tmp_path / "cut"
     langrl.train(babyai_config(shards=2), output=cut, callbacks=[StopAfter(2)])  # updates 1-2 of 3, checkpointed
     langrl.train(babyai_config(shards=2), output=cut, resume=True)
@@ -217,9 +223,8 @@ def test_agent_shards_resume_as_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.ray
-def test_agent_with_two_workers_reproduces_the_single_process_run(tmp_path, ray_cluster):
-    single = langrl.train(babyai_config(shards=2), output=tmp_path / "single").run_dir
+def test_agent_with_two_workers_reproduces_the_single_process_run(tmp_path, ray_cluster, single_agent):
     two = langrl.train(babyai_config(rollout_workers=2), output=tmp_path / "two").run_dir
     rows = read_jsonl(two / "metrics.jsonl")
     assert [r["env/steps"] for r in rows if r["step"] > 0] == [8, 16, 24]
-    assert same_run(single, two)
+    assert same_run(single_agent, two)

@@ -251,9 +251,11 @@ def test_check_env_passes_and_registration_is_idempotent(env_id, recwarn):
 
 def test_importing_the_package_registers_without_importing_the_environments():
     code = ("import sys, gymnasium, langrl.envs.dialogue as d; "
-            "assert {'langrl/TwentyQuestions-v0', 'langrl/GuessMyCity-v0'} <= set(gymnasium.registry); "
-            "assert 'langrl.envs.dialogue.twenty_questions' not in sys.modules; "
-            "assert d.TwentyQuestions.__name__ == 'TwentyQuestions'")
+            "assert {'langrl/TwentyQuestions-v0', 'langrl/GuessMyCity-v0', 'langrl/HelpDesk-v0', "
+            "'langrl/LMUser-v0'} <= set(gymnasium.registry); "
+            "assert not {'langrl.envs.dialogue.twenty_questions', 'langrl.envs.dialogue.helpdesk', "
+            "'langrl.envs.dialogue.lm_user'} & set(sys.modules); "
+            "assert d.TwentyQuestions.__name__ == 'TwentyQuestions' and d.HelpDesk.__name__ == 'HelpDesk'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
