@@ -2,11 +2,11 @@
 
 `fit` starts a `ray.train.torch.TorchTrainer` of ``distributed.learners`` workers (gloo on CPU, NCCL on
 GPU); each runs the kind's train function inside `langrl.run.parallel`'s group. Every learner samples
-its own shards of the step's prompts (shard k on learner k mod W, with shard k's random stream), the
-shards are all-gathered so every learner holds the whole batch, and the update sums the learners'
-micro-batch gradients (`langrl.run.parallel`). Learner 0 writes the run folder; the others compute and
-write nothing (`FollowerHarness`). The result is the single-process run with ``distributed.shards = W``,
-up to the order of float additions in the gradient sum.
+(`langrl.lm.collect.LocalCollector`) its own shards of the step's prompts (shard k on learner k mod W,
+with shard k's random stream), the shards are all-gathered so every learner holds the whole batch, and
+the update sums the learners' micro-batch gradients (`langrl.run.parallel`). Learner 0 writes the run
+folder; the others compute and write nothing (`FollowerHarness`). The result is the single-process run
+with ``distributed.shards = W``, up to the order of float additions in the gradient sum.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch
 
 from langrl.config.distributed import DistributedConfig
 from langrl.errors import LangrlError
-from langrl.lm.collect import StepSamples, collect_shard, join_shards, step_shards
 from langrl.run import parallel
 from langrl.run.io import read_jsonl
 
@@ -31,27 +30,6 @@ if TYPE_CHECKING:
     from langrl.lm.trainer import Run
     from langrl.run.callbacks import Callback
     from langrl.run.harness import TrainResult
-
-
-class ShardedCollector:
-    """Each learner samples its shards of the step; all of them end up with every shard."""
-
-    def __init__(self, run: Run, shards: int):
-        self.run, self.shards = run, shards
-        self.pending: dict[int, tuple[list[int], int]] = {}
-
-    def submit(self, step: int, indices: Sequence[int], version: int) -> None:
-        self.pending[step] = (list(indices), version)
-
-    def result(self, step: int) -> StepSamples:
-        indices, version = self.pending.pop(step)
-        own = [collect_shard(self.run, step, k, self.shards, part, version)
-               for k, part in parallel.mine(step_shards(indices, self.shards))]
-        everyone = [r for part in parallel.gather(own) for r in part]
-        return join_shards(everyone, self.run.tokenizer.pad_token_id)
-
-    def close(self) -> None:
-        self.pending.clear()
 
 
 class NullLogger:

@@ -24,6 +24,7 @@ from langrl.lm.prefix import prefix_rewards
 from langrl.models import merged_lora
 from langrl.rewards import score
 from langrl.rollout import SamplingConfig, TokenRollout, sample
+from langrl.run import parallel
 
 if TYPE_CHECKING:
     from langrl.lm.trainer import Run
@@ -145,7 +146,8 @@ class Collector(Protocol):
 
 
 class LocalCollector:
-    """The shards of a step sampled one after another in the learner, with its live weights."""
+    """The shards of a step sampled one after another in the learner, with its live weights. Among
+    data-parallel learners (`langrl.run.parallel`) each samples every W-th shard and all get every shard."""
 
     def __init__(self, run: Run, shards: int):
         self.run, self.shards = run, shards
@@ -156,9 +158,10 @@ class LocalCollector:
 
     def result(self, step: int) -> StepSamples:
         indices, version = self.pending.pop(step)
-        results = [collect_shard(self.run, step, k, self.shards, part, version)
-                   for k, part in step_shards(indices, self.shards)]
-        return join_shards(results, self.run.tokenizer.pad_token_id)
+        own = [collect_shard(self.run, step, k, self.shards, part, version)
+               for k, part in parallel.mine(step_shards(indices, self.shards))]
+        everyone = [r for part in parallel.gather(own) for r in part]
+        return join_shards(everyone, self.run.tokenizer.pad_token_id)
 
     def close(self) -> None:
         self.pending.clear()

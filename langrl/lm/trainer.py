@@ -172,9 +172,7 @@ def build_collector(run: Run) -> Collector:
         from langrl.distributed.ray_rollouts import RayCollector
 
         return RayCollector(run, dist, builder="langrl.lm.trainer:build_run")
-    if parallel.current() is not None:
-        return learners.ShardedCollector(run, dist.shard_count)
-    return LocalCollector(run, dist.shard_count)
+    return LocalCollector(run, dist.shard_count)  # data-parallel learners: each samples its shards
 
 
 def build_run(cfg: Config) -> Run:

@@ -9,10 +9,11 @@
 
 The harness calls ``on_step_end`` after a step's metrics are logged (metrics.jsonl written), with every
 metric the step logged, evaluations included; before it, ``on_evaluate`` with the ``eval/*`` metrics of a
-step that evaluated (held-out prompts, episodes or seeds, as each kind of run evaluates); ``on_checkpoint`` after a checkpoint is complete;
-``on_train_end`` once, when the loop ends (stopped early or not). A callback asks the run to stop by
-returning True from ``on_step_end``: the step it saw is then checkpointed and the loop ends, so an early
-stop loses nothing and ``--resume`` with more ``steps`` continues from there.
+step that evaluated (held-out prompts, episodes or seeds, as each kind of run evaluates);
+``on_checkpoint`` after a checkpoint is complete; ``on_train_end`` once, when the loop ends (stopped
+early or not). A callback asks the run to stop by returning True from ``on_step_end``: the step it saw is
+then checkpointed and the loop ends, so an early stop loses nothing and ``--resume`` with more ``steps``
+continues from there.
 """
 
 from __future__ import annotations
