@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import torch
 
 from langrl.config import Config, load_config
 from langrl.envs.prompts import build_prompt_sets
+from langrl.eval.metrics import text_metrics
 from langrl.lm.collect import rollout_prompts
 from langrl.lm.trainer import make_batch
 from langrl.models import Reference, load_lm
@@ -30,7 +32,11 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
     (the held-out ones when it holds some out, else the training prompts) with ``model`` as the policy; score
     them with the config's reward (given each prompt's row columns) and the KL to ``config.model``.
 
-    Returns ``reward/mean``, ``reward/std``, ``kl/ref`` (mean per-sequence KL, nats) and some samples.
+    Returns ``reward/mean``, ``reward/std``, ``kl/ref`` (mean per-sequence KL, nats), the completions' text
+    metrics when there are two or more (``text/distinct_1``, ``distinct_2``, ``self_bleu``, ``repetition_rate``,
+    ``mean_length``: see `langrl.eval.metrics`) and ``text/perplexity_ref`` (per token, under the config's
+    model, given the very prompt tokens sampled from: from the log-probs the KL pass already has), and some
+    samples.
     """
     cfg = config if isinstance(config, Config) else load_config(config, overrides)
     policy = load_lm(model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
@@ -46,6 +52,7 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
     rows: list[dict[str, Any]] = []
     rewards_all: list[float] = []
     kls: list[torch.Tensor] = []
+    nll, tokens = 0.0, 0.0  # the reference's negative log-likelihood of the sampled tokens
     for start in range(0, len(indices), cfg.prompts.per_step):
         chunk = indices[start:start + cfg.prompts.per_step]
         rollout, texts, completions = rollout_prompts(policy.model, policy.tokenizer, prompts, chunk,
@@ -53,10 +60,13 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
         rewards = score(reward, texts, completions, prompts.columns_for(chunk, sampling.group_size))
         batch = make_batch(policy.model, reference, rollout, rewards, cfg.kl.estimator, sampling)
         kls.append(sequence_kl(batch.kl_tokens, batch.completion_mask))
+        nll -= float(batch.ref_logprobs.sum())  # already zero past each completion's end
+        tokens += float(batch.completion_mask.sum())
         rewards_all += rewards
         rows += [{"prompt": p, "completion": c, "reward": r} for p, c, r in zip(texts, completions, rewards,
                                                                                 strict=True)]
     reward_t = torch.tensor(rewards_all)
+    completions = [r["completion"] for r in rows]
     return {
         "model": model,
         "reference": cfg.model,
@@ -65,5 +75,7 @@ def evaluate_lm(config: Config | dict[str, Any] | str | Path, model: str, num_pr
         "reward/mean": float(reward_t.mean()),
         "reward/std": float(reward_t.std()) if len(reward_t) > 1 else 0.0,
         "kl/ref": float(torch.cat(kls).mean()),
+        **({f"text/{k}": v for k, v in text_metrics(completions).items()} if len(completions) > 1 else {}),
+        "text/perplexity_ref": math.exp(nll / max(tokens, 1.0)),
         "samples": rows[:samples_shown],
     }

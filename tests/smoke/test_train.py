@@ -163,6 +163,8 @@ def test_cli_train_eval_generate(tmp_path, capsys, lm_config):
     assert main(["eval", str(config), "--model", str(ckpt), "--num-prompts", "2"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["completions"] == 6 and math.isfinite(result["reward/mean"]) and result["kl/ref"] >= 0
+    assert 0 <= result["text/distinct_1"] <= 1 and 0 <= result["text/self_bleu"] <= 1
+    assert result["text/perplexity_ref"] >= 1 and result["text/mean_length"] >= 0
     assert main(["generate", "--model", str(ckpt), "--prompt", "hi", "--max-new-tokens", "5"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["prompt"] == "hi"
 
