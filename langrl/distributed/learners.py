@@ -24,6 +24,7 @@ import torch
 from langrl.config.distributed import DistributedConfig
 from langrl.errors import LangrlError
 from langrl.run import parallel
+from langrl.run.harness import RunHarness
 from langrl.run.io import read_jsonl
 
 if TYPE_CHECKING:
@@ -54,11 +55,7 @@ class FollowerHarness:
     def session(self, total: int, desc: str) -> Iterator[Any]:
         yield NullLogger()
 
-    def steps(self, last: int) -> Iterator[int]:
-        for step in range(self.start + 1, last + 1):
-            yield step
-            if self.stop_requested:
-                return
+    steps = RunHarness.steps  # the same steps, and the same stop after a requested one
 
     def log(self, logger: Any, step: int, metrics: dict[str, float]) -> None:
         pass
