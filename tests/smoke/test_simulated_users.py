@@ -348,3 +348,20 @@ def test_guess_my_city_never_says_the_hidden_name_unless_guessed():
     with pytest.raises(ConfigError, match="num_cities"):
         GuessMyCity(num_cities=["Atlantis"])
     assert len(GuessMyCity(num_cities=12).target_names) == 12
+
+
+def test_toy_dialogue_user_echo_rules():
+    from langrl.envs.dialogue import ToyDialogue
+
+    env = ToyDialogue(openings="c", vocab_size=4, turns=2)
+    assert env.reset(seed=0)[0] == "c"
+    reply, reward, terminated, truncated, info = env.step(" C!")  # first letter, case ignored
+    assert (reply, reward, terminated, truncated, info["success"]) == ("d", 1.0, False, False, False)
+    reply, reward, _, truncated, info = env.step("d")  # the letter after d wraps to a within 4 letters
+    assert (reply, reward, truncated, info["echoed"], info["success"]) == ("a", 1.0, True, 2, True)
+    env.reset(seed=0)
+    assert env.step("zebra")[:2] == ("a", 0.0)  # no letter in play: no echo, the user says "a"
+    with pytest.raises(ConfigError, match="openings = 'z'"):
+        ToyDialogue(openings="z", vocab_size=4)
+    with pytest.raises(ConfigError, match="turns = 0"):
+        ToyDialogue(turns=0)

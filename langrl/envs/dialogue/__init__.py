@@ -11,6 +11,8 @@ The agent is the questioner; a simulated user holds a hidden target and answers 
   ``train``, ``test`` or ``all`` for held-out user goals).
 - ``langrl/LMUser-v0``: a user played by a causal LM prompted with a persona (:class:`LMUser`; ``persona=``,
   ``model=``: ``tiny`` by default, the embedded ``smollm2-135m-instruct`` for a real one).
+- ``langrl/ToyDialogue-v0``: a letter-echo game small enough to enumerate, so the optimum of multi-turn RL is
+  known exactly (:class:`ToyDialogue`; ``configs/toy_dialogue.yaml``).
 
 :func:`register_dialogue_envs` registers these ids with gymnasium (idempotent; importing this package calls it).
 Registration uses entry-point strings, so it imports no environment module (nor torch or a model).
@@ -26,11 +28,13 @@ TWENTY_QUESTIONS_ID = "langrl/TwentyQuestions-v0"
 GUESS_MY_CITY_ID = "langrl/GuessMyCity-v0"
 HELPDESK_ID = "langrl/HelpDesk-v0"
 LM_USER_ID = "langrl/LMUser-v0"
+TOY_DIALOGUE_ID = "langrl/ToyDialogue-v0"
 DIALOGUE_SPECS: dict[str, str] = {
     TWENTY_QUESTIONS_ID: "langrl.envs.dialogue.twenty_questions:TwentyQuestions",
     GUESS_MY_CITY_ID: "langrl.envs.dialogue.guess_my_city:GuessMyCity",
     HELPDESK_ID: "langrl.envs.dialogue.helpdesk:HelpDesk",
     LM_USER_ID: "langrl.envs.dialogue.lm_user:LMUser",
+    TOY_DIALOGUE_ID: "langrl.envs.dialogue.toy:ToyDialogue",
 }
 
 
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from langrl.envs.dialogue.guess_my_city import GuessMyCity, parse_city_question
     from langrl.envs.dialogue.helpdesk import HelpDesk
     from langrl.envs.dialogue.lm_user import LMUser
+    from langrl.envs.dialogue.toy import ToyDialogue
     from langrl.envs.dialogue.twenty_questions import (
         GreedyQuestioner,
         TwentyQuestions,
@@ -62,13 +67,14 @@ LAZY = {
     "parse_city_question": "guess_my_city", "GreedyQuestioner": "twenty_questions",
     "TwentyQuestions": "twenty_questions", "greedy_mean_questions": "twenty_questions",
     "optimal_questioner": "twenty_questions", "parse_question": "twenty_questions", "HelpDesk": "helpdesk",
-    "LMUser": "lm_user",
+    "LMUser": "lm_user", "ToyDialogue": "toy",
 }
 
 __all__ = [
-    "DIALOGUE_ENV_IDS", "GUESS_MY_CITY_ID", "HELPDESK_ID", "LM_USER_ID", "TWENTY_QUESTIONS_ID", "GreedyQuestioner",
-    "GuessMyCity", "HelpDesk", "LMUser", "Reply", "SimulatedUserEnv", "TwentyQuestions", "greedy_mean_questions",
-    "optimal_questioner", "parse_city_question", "parse_question", "register_dialogue_envs",
+    "DIALOGUE_ENV_IDS", "GUESS_MY_CITY_ID", "HELPDESK_ID", "LM_USER_ID", "TOY_DIALOGUE_ID", "TWENTY_QUESTIONS_ID",
+    "GreedyQuestioner", "GuessMyCity", "HelpDesk", "LMUser", "Reply", "SimulatedUserEnv", "ToyDialogue",
+    "TwentyQuestions", "greedy_mean_questions", "optimal_questioner", "parse_city_question", "parse_question",
+    "register_dialogue_envs",
 ]
 
 
