@@ -38,7 +38,7 @@ from langrl.envs.dialogue.twenty_questions import (
 from langrl.envs.text.spaces import CHARSET
 from langrl.errors import ConfigError
 
-NEW_IDS = [HELPDESK_ID, LM_USER_ID]  # tested in test_helpdesk_lm_user.py
+NEW_IDS = [HELPDESK_ID, LM_USER_ID, "langrl/ToyDialogue-v0"]  # tested in test_helpdesk_lm_user.py and below
 
 # --- Twenty Questions: the oracle's rules ------------------------------------------------------------------------
 
@@ -353,6 +353,7 @@ def test_guess_my_city_never_says_the_hidden_name_unless_guessed():
 def test_toy_dialogue_user_echo_rules():
     from langrl.envs.dialogue import ToyDialogue
 
+    check_env(gym.make("langrl/ToyDialogue-v0").unwrapped)
     env = ToyDialogue(openings="c", vocab_size=4, turns=2)
     assert env.reset(seed=0)[0] == "c"
     reply, reward, terminated, truncated, info = env.step(" C!")  # first letter, case ignored
