@@ -1,5 +1,9 @@
 """Rollout shards and Ray rollout workers: the layout of workers never changes what a run computes.
 
+Three of the Ray layouts (PPO workers, data-parallel learners, stale batches) are in the slow tier
+(``make test-slow``) to keep the default run under 10 minutes; the killed-worker GRPO run, the agent's
+workers, the timeout and the configuration errors stay in it.
+
 Every run here uses one torch thread (``threads: 1``; the workers take the run's threads), since CPU
 kernels may round differently with more threads.
 """
@@ -96,6 +100,7 @@ def same_run(a, b):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 def test_two_ppo_workers_reproduce_the_single_process_run(tmp_path, lm_config, ray_cluster):
     single = langrl.train(config(lm_config, algorithm="ppo", distributed={"shards": 2}),
                           output=tmp_path / "single").run_dir
@@ -125,6 +130,7 @@ def test_two_workers_one_killed_reproduce_the_single_process_run(tmp_path, lm_co
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 def test_stale_batches_are_rejected_or_kept_within_the_bound(tmp_path, lm_config, ray_cluster, single_grpo):
     # overlap samples step s + 1 before step s updates: one update stale, over a bound of 0 -> sampled again;
     # one worker holding both shards gives the single-process run
@@ -177,6 +183,7 @@ def close_runs(a, b, tol=1e-5):
 
 
 @pytest.mark.ray
+@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 def test_two_learners_take_the_single_learners_steps(tmp_path, lm_config, ray_cluster):
     # 2 prompts x 3 completions in micro-batches of 3: each learner computes one micro-batch's gradients;
     # A2C: the value head's gradients are summed too
