@@ -6,6 +6,8 @@
 - ``kind: dqn``: DQN on a Gymnasium environment, numeric or text observations.
 - ``kind: offline``: learning an LM from a fixed dataset of scored texts (ILQL, filtered BC, RWR).
 - ``kind: plan``: planning with a world model (MCTS, beam search, BFS) and Dyna on the toy token MDP.
+- ``kind: world_model``: an LM learns a text environment's dynamics from transitions (a world model
+  for ``kind: plan``).
 
 :data:`KINDS` is the one registry: for each kind, where its config, its training loop and its evaluation
 live (imported only when used). A config without ``kind`` is an agent run when it has an ``env`` section
@@ -113,6 +115,14 @@ KINDS: dict[str, Kind] = {
                              "reply_dqn.learning_starts=2", "reply_dqn.batch_size=2", "sampling.max_new_tokens=4",
                              "eval.episodes=2", "log.checkpoint_every=1"),
                       report="langrl.agents.reply_dqn_run:write_reply_report"),
+    "world_model": Kind("langrl.config.world_model:world_model_config_from_data",
+                        "langrl.planning.world_model_run:train_world_model",
+                        "langrl.planning.world_model_run:evaluate_kind",
+                        smoke=("steps=2", "data.train_episodes=2", "data.eval_episodes=1", "data.limit=null",
+                               "small.hidden_size=32", "small.num_layers=1", "train.batch_size=4",
+                               "train.micro_batch_size=4", "eval.every=0", "eval.transitions=2", "eval.examples=1",
+                               "max_new_tokens=8", "log.checkpoint_every=2"),
+                        report="langrl.planning.world_model_run:write_world_model_report"),
 }
 
 

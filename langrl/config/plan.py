@@ -1,7 +1,8 @@
 """The config of a planning run (``kind: plan``, `langrl.planning`).
 
 - ``algorithm: search``: a planner (MCTS, beam search, BFS) chooses every action of an agent by imagining
-  ahead with a world model (exact: a copy of the real environment; tabular: counts from random episodes);
+  ahead with a world model (exact: a copy of the real environment; tabular: counts from random episodes;
+  lm: an LM trained by a ``kind: world_model`` run);
   ``model`` is the LM whose prior over the action strings guides the search, or ``uniform``.
   ``langrl eval`` measures it on held-out seeds; there is nothing to train.
 - ``algorithm: dyna``: Dyna with soft Q-learning on the toy token MDP of ``task`` (``model`` is the
@@ -30,9 +31,12 @@ class PlanEnvSection(Section):
 
 
 class WorldModelSection(Section):
-    type: Literal["exact", "tabular"] = Field(
+    type: Literal["exact", "tabular", "lm"] = Field(
         "exact", description="exact: the real environment's own dynamics on a copy of its state (minigrid, or "
-        "a transition table); tabular: counts of transitions seen in random episodes (discrete envs)")
+        "a transition table); tabular: counts of transitions seen in random episodes (discrete envs); lm: an LM "
+        "world model trained by a kind: world_model run (path), imagining from the real text observation")
+    path: str | None = Field(None, description="lm: the world_model run folder (its newest checkpoint) or one "
+                             "of its checkpoints/step-N")
     cache_size: int = Field(100_000, ge=0, description="(state, action) answers kept in an LRU cache; 0: none")
     explore_episodes: int = Field(200, ge=1, description="tabular: random episodes that fill the counts")
     explore_seed_start: int = Field(0, ge=0, description="tabular: their seeds are explore_seed_start, ...")
@@ -112,6 +116,9 @@ class PlanConfig(RunConfig):
     def consistent(self) -> PlanConfig:
         if self.algorithm == "dyna" and self.model == UNIFORM:
             raise ValueError("algorithm dyna needs model: the reference LM pi0 (e.g. toy), not 'uniform'")
+        if self.world_model.type == "lm" and not self.world_model.path:
+            raise ValueError("world_model.path: world_model.type lm needs the folder of a world_model run (or one "
+                             "of its checkpoints), e.g. --set world_model.path=runs/world_model_babyai-...")
         if self.planner.prior_weight and self.model == UNIFORM:
             raise ValueError("planner.prior_weight > 0 needs an LM model for the prior, not 'uniform'")
         for placeholder in ("{observation}", "{actions}"):

@@ -8,11 +8,15 @@ by search, or learns from imagined experience (model-based RL).
 - `search`: `BeamSearch` and `BFS` with a depth limit and a budget.
 - `dyna`: Dyna-Q (soft) on the toy token MDP toward pi* = pi0 exp(r / beta) / Z.
 - `run`: the ``kind: plan`` run: planners evaluated on held-out seeds, Dyna trained through the harness.
+- `transitions`, `lm_world_model`: an LM as the world model of a text environment (`LMWorldModel`), its
+  data and text format, its SFT loss and one-step accuracy; `world_model_run`: the ``kind: world_model`` run.
 """
 
 from langrl.planning.core import Budget, LMPrior, PlanDecision, RolloutValue, UniformPrior, ZeroValue
+from langrl.planning.lm_world_model import LMWorldModel, one_step_accuracy, sft_loss
 from langrl.planning.mcts import MCTS
 from langrl.planning.search import BFS, BeamSearch
+from langrl.planning.transitions import Transition, collect_transitions
 from langrl.planning.world_models import (
     CachedModel,
     CountsModel,
@@ -23,6 +27,7 @@ from langrl.planning.world_models import (
     cached,
 )
 
-__all__ = ["BFS", "BeamSearch", "Budget", "CachedModel", "CountsModel", "LMPrior", "MCTS", "MinigridModel",
-           "PlanDecision", "PlanningModel", "RolloutValue", "TableModel", "TextWorldModel", "UniformPrior",
-           "ZeroValue", "cached"]
+__all__ = ["BFS", "BeamSearch", "Budget", "CachedModel", "CountsModel", "LMPrior", "LMWorldModel", "MCTS",
+           "MinigridModel", "PlanDecision", "PlanningModel", "RolloutValue", "TableModel", "TextWorldModel",
+           "Transition", "UniformPrior", "ZeroValue", "cached", "collect_transitions", "one_step_accuracy",
+           "sft_loss"]

@@ -2,9 +2,9 @@
 
 - ``algorithm: search``: `evaluate_kind` plays one episode per held-out seed in which the planner chooses
   every action: at each real step it takes the real state (the exact model copies the environment, a table
-  model reads the observation), imagines with the world model, acts in the real environment. It reports
-  success rate, mean return, world-model calls and wall time per decision. `train_plan` refuses: a search
-  agent has nothing to train.
+  model reads the observation, an LM world model starts from the observation's text), imagines with the world
+  model, acts in the real environment. It reports success rate, mean return, world-model calls and wall time
+  per decision. `train_plan` refuses: a search agent has nothing to train.
 - ``algorithm: dyna``: `train_plan` trains `langrl.planning.dyna.SoftDyna` through the run harness
   (metrics.jsonl with ``env/steps`` and ``exact/kl_to_optimum`` each step, checkpoints, resume);
   `evaluate_kind` reports the exact comparison with pi* of a run's newest checkpoint.
@@ -16,9 +16,7 @@ and a resumed run continues as the uninterrupted one does.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import json
 import time
 import zlib
@@ -32,12 +30,20 @@ import torch
 
 from langrl.config.base import read_config_data
 from langrl.config.plan import UNIFORM, PlanConfig, plan_config_from_data
-from langrl.envs.text.core import make_env
+from langrl.envs.text.core import make_env, quiet_reset
 from langrl.errors import ConfigError
 from langrl.planning.core import LMPrior, PlanDecision, Planner, RolloutValue, StatePrior, UniformPrior, ZeroValue
+from langrl.planning.lm_world_model import LMWorldModel
 from langrl.planning.mcts import MCTS
 from langrl.planning.search import BFS, BeamSearch
-from langrl.planning.world_models import CachedModel, CountsModel, MinigridModel, TableModel, cached
+from langrl.planning.world_models import (
+    CachedModel,
+    CountsModel,
+    MinigridModel,
+    TableModel,
+    TextWorldModel,
+    cached,
+)
 from langrl.rollout.episodes import Episode, summarise_episodes
 from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import list_checkpoints, load_objects
@@ -59,13 +65,6 @@ def stream_seed(seed: int, stream: str, *keys: int) -> int:
 RootFn = Callable[[gym.Env, Any], Any]  # (real env, its observation) -> the model's state of it
 
 
-def quiet_reset(env: gym.Env, seed: int) -> tuple[Any, dict[str, Any]]:
-    """``env.reset(seed=seed)`` without minigrid's prints of rejected level layouts (they would mix with the
-    JSON ``langrl eval`` prints)."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        return env.reset(seed=seed)
-
-
 def action_names(env: gym.Env, info: dict[str, Any]) -> list[str]:
     """``info["actions"]`` of a text environment, else ``"0"``, ``"1"``, ... for a discrete action space."""
     if "actions" in info:
@@ -79,6 +78,8 @@ def action_names(env: gym.Env, info: dict[str, Any]) -> list[str]:
 def build_world_model(cfg: PlanConfig, env: gym.Env, actions: Sequence[str]) -> tuple[Any, RootFn]:
     """The world model of ``cfg.world_model`` for ``env``, and how to read the real state into it."""
     wm = cfg.world_model
+    if wm.type == "lm":
+        return lm_world_model(cfg, actions), lambda real, obs: str(obs)
     if wm.type == "exact":
         if hasattr(env.unwrapped, "inner") or hasattr(env.unwrapped, "grid"):
             minigrid = MinigridModel(env, actions)
@@ -101,6 +102,17 @@ def build_world_model(cfg: PlanConfig, env: gym.Env, actions: Sequence[str]) -> 
             counts.observe(int(obs), a, float(reward), int(nxt), bool(terminated))
             obs, done = nxt, terminated or truncated
     return counts, lambda real, obs: int(obs)
+
+
+def lm_world_model(cfg: PlanConfig, actions: Sequence[str]) -> TextWorldModel:
+    """The LM world model of the run (or checkpoint) ``world_model.path`` over ``actions``: it imagines from
+    the real text observation."""
+    path = cfg.world_model.path
+    if path is None or not Path(path).exists():
+        raise ConfigError(f"world_model.path = {path!r}: no such folder; give the folder of a world_model run "
+                          f"(langrl train configs/world_model_babyai.yaml) or one of its checkpoints")
+    model = LMWorldModel.load(path, device=cfg.device, dtype=cfg.dtype, field="world_model.path")
+    return TextWorldModel(model, actions)
 
 
 def build_prior(cfg: PlanConfig, model_name: str, actions: Sequence[str]) -> StatePrior:

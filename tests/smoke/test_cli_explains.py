@@ -55,13 +55,13 @@ def test_smoke_switch_shrinks_a_config_to_seconds(tmp_path, capsys):
     assert max(r["step"] for r in rows) == 2
 
 
-@pytest.mark.parametrize("kind", ["lm", "agent", "tabular", "dqn", "offline", "plan"])
+@pytest.mark.parametrize("kind", ["lm", "agent", "tabular", "dqn", "offline", "plan", "world_model"])
 def test_every_kind_has_smoke_overrides_that_validate(kind, tmp_path):
     from langrl.config import KINDS, load_any_config
 
     config = {"lm": "configs/toy_exact.yaml", "agent": "configs/babyai_goto.yaml", "tabular": "configs/soft_q_toy.yaml",
               "dqn": "configs/dqn_cartpole.yaml", "offline": "configs/ilql_toy.yaml",
-              "plan": "configs/dyna_toy.yaml"}[kind]
+              "plan": "configs/dyna_toy.yaml", "world_model": "configs/world_model_babyai.yaml"}[kind]
     cfg = load_any_config(config, list(KINDS[kind].smoke))
     assert cfg.kind == kind
 

@@ -13,6 +13,8 @@ once through the same task (:class:`PromptTask`), since batched sampling is what
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,13 @@ def make_env(env_id: str, kwargs: dict[str, Any] | None = None,
     except gym.error.Error as e:
         raise ConfigError(f"env.id = {env_id!r}: {e}; use a registered id such as "
                           f"langrl/CartPole-Text-v0 or langrl/BabyAI-GoToLocal-Text-v0") from None
+
+
+def quiet_reset(env: gym.Env, seed: int) -> tuple[Any, dict[str, Any]]:
+    """``env.reset(seed=seed)`` without minigrid's prints of rejected level layouts (they would mix with the
+    JSON ``langrl eval`` prints)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return env.reset(seed=seed)
 
 
 def action_names(env: gym.Env, seed: int = 0) -> list[str]:
