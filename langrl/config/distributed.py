@@ -19,7 +19,8 @@ class DistributedConfig(Section):
                                                       "samples in the learner's process")
     learners: int = Field(1, ge=1, description="data-parallel learners on Ray Train (gloo on CPU, NCCL on "
                           "GPU): each samples its shards and computes every learners-th micro-batch's "
-                          "gradients; set train.micro_batch_size so the batch has at least that many")
+                          "gradients (ppo: every learners-th row of each minibatch); set "
+                          "train.micro_batch_size so the batch has at least that many")
     cpus_per_learner: float = Field(1.0, gt=0, description="CPUs Ray reserves for each learner")
     gpus_per_learner: float = Field(0.0, ge=0, description="GPUs Ray reserves for each learner")
     shards: int | None = Field(None, ge=1, description="pieces the step's prompts are cut into, each with "

@@ -195,9 +195,10 @@ class Config(RunConfig):
         if self.eval.every and self.prompts.eval_count == 0:
             raise ValueError(f"eval.every={self.eval.every} evaluates prompts.eval_count prompts, which is 0; "
                              "set prompts.eval_count >= 1 or eval.every=0")
-        if self.distributed.learners > 1 and self.algorithm == "ppo":
-            raise ValueError("distributed.learners > 1 accumulates one optimizer step per batch; ppo steps per "
-                             "minibatch: use a2c or grpo, or distributed.learners=1")
+        if self.distributed.learners > 1 and self.algorithm == "ppo" and self.train.loss_aggregation != "seq_mean":
+            raise ValueError(f"train.loss_aggregation = {self.train.loss_aggregation!r}: ppo with distributed.learners "
+                             f"> 1 splits each minibatch's rows among the learners, exact only for seq_mean; set "
+                             f"train.loss_aggregation=seq_mean or distributed.learners=1")
         if self.kl.reference == "adapter" and self.lora is None:
             raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
         return self

@@ -109,12 +109,11 @@ def minibatch_epochs(
     ``grad/norm`` is logged before clipping at every optimizer step. A non-finite loss or gradient norm
     raises `NonFiniteError` before any optimizer step it would reach, so the weights stay finite.
 
-    Among data-parallel learners (`langrl.run.parallel`, ``epoch`` only) each takes every W-th minibatch
-    and the gradients are summed across learners before the step: the single learner's update.
+    Among data-parallel learners (`langrl.run.parallel`) the gradients are summed across learners before
+    each step, so every learner takes the single learner's step: with ``epoch`` each computes every W-th
+    minibatch; with ``minibatch`` each computes every W-th row of every minibatch, its loss weighted by its
+    share of the rows (exact for losses that average over rows: ``loss_aggregation: seq_mean``).
     """
-    if step_every == "minibatch" and parallel.current() is not None:
-        raise ConfigError("data-parallel learners accumulate one step per epoch; this update steps per "
-                          "minibatch (ppo): set distributed.learners=1")
     stats: dict[str, list[float]] = {}
 
     def step() -> None:
@@ -126,20 +125,27 @@ def minibatch_epochs(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    def accumulate(rows: torch.Tensor, scale: float) -> None:
+        loss, parts = loss_fn(rows)
+        if not bool(torch.isfinite(loss.detach())):
+            shown = ", ".join(f"{k} = {v:.4g}" for k, v in parts.items())
+            raise NonFiniteError(f"the loss is {float(loss.detach())} ({shown})")
+        (loss * scale).backward()
+        for key, value in parts.items():
+            stats.setdefault(key, []).append(value)
+
     optimizer.zero_grad(set_to_none=True)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-        for rows in parallel.mine(order.to(device or "cpu").split(size)):
-            loss, parts = loss_fn(rows)
-            if not bool(torch.isfinite(loss.detach())):
-                shown = ", ".join(f"{k} = {v:.4g}" for k, v in parts.items())
-                raise NonFiniteError(f"the loss is {float(loss.detach())} ({shown})")
-            scale = 1.0 if step_every == "minibatch" else len(rows) / n
-            (loss * scale).backward()
-            for key, value in parts.items():
-                stats.setdefault(key, []).append(value)
-            if step_every == "minibatch":
-                step()
+        minibatches = order.to(device or "cpu").split(size)
         if step_every == "epoch":
+            for rows in parallel.mine(minibatches):
+                accumulate(rows, len(rows) / n)
+            step()
+            continue
+        for rows in minibatches:
+            share = parallel.mine_rows(rows)
+            if len(share):
+                accumulate(share, len(share) / len(rows))
             step()
     return mean_metrics(parallel.gather_lists(stats))

@@ -48,6 +48,12 @@ def mine(items: Sequence[T]) -> list[T]:
     return list(items) if group is None else list(items[group.rank::group.world])
 
 
+def mine_rows(rows: torch.Tensor) -> torch.Tensor:
+    """This learner's rows of a minibatch: every W-th one from its rank (all of them in one process)."""
+    group = current()
+    return rows if group is None else rows[group.rank::group.world]
+
+
 def reduce_gradients(params: Iterable[nn.Parameter]) -> None:
     """Sum the learners' gradients of ``params`` in place, as one flat all-reduce (a learner that computed
     none contributes zeros)."""

@@ -163,6 +163,12 @@ def test_more_workers_than_the_cluster_holds_is_a_config_error(tmp_path, lm_conf
         langrl.train(config(lm_config, distributed={"rollout_workers": 3}), output=tmp_path / "run")
 
 
+def test_ppo_learners_need_a_row_mean_loss(lm_config):
+    with pytest.raises(ConfigError, match="train.loss_aggregation = 'token_mean'"):
+        langrl.load_config(config(lm_config, algorithm="ppo", distributed={"learners": 2},
+                                  train={"loss_aggregation": "token_mean"}))
+
+
 def test_overlap_needs_workers(tmp_path, lm_config):
     with pytest.raises(ConfigError, match="distributed.overlap"):
         langrl.train(lm_config(distributed={"overlap": True}), output=tmp_path / "run")
@@ -184,10 +190,13 @@ def close_runs(a, b, tol=1e-5):
 
 @pytest.mark.ray
 @pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
-def test_two_learners_take_the_single_learners_steps(tmp_path, lm_config, ray_cluster):
-    # 2 prompts x 3 completions in micro-batches of 3: each learner computes one micro-batch's gradients;
-    # A2C: the value head's gradients are summed too
-    common = {"algorithm": "a2c", "steps": 2, "train": {"micro_batch_size": 3}}
+@pytest.mark.parametrize("algorithm", ["a2c", "ppo"])
+def test_two_learners_take_the_single_learners_steps(tmp_path, lm_config, ray_cluster, algorithm):
+    # 2 prompts x 3 completions in micro-batches of 3. A2C (one step per batch): each learner computes one
+    # micro-batch's gradients. PPO (one step per minibatch, 2 epochs): each computes every other row of each
+    # minibatch. The value head's gradients are summed too.
+    ppo = algorithm == "ppo"  # minibatches of 2 rows: one each, so the logged losses average alike too
+    common = {"algorithm": algorithm, "steps": 2, "train": {"micro_batch_size": 2 if ppo else 3, "epochs": 1 + ppo}}
     single = langrl.train(config(lm_config, distributed={"shards": 2}, **common), output=tmp_path / "one")
     two = langrl.train(config(lm_config, distributed={"learners": 2}, **common), output=tmp_path / "two")
     assert two.metrics["grad/norm"] == pytest.approx(single.metrics["grad/norm"], rel=1e-5)
