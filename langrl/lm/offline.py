@@ -33,7 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config.offline import OfflineConfig, offline_config_from_data
 from langrl.envs.prompts import encode
-from langrl.errors import ConfigError, NonFiniteError
+from langrl.errors import ConfigError
 from langrl.lm.offline_data import (
     Minibatch,
     OfflineData,
@@ -56,7 +56,7 @@ from langrl.rl.returns import token_discounts
 from langrl.run import seeds
 from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import list_checkpoints, load_tensors
-from langrl.run.harness import Checkpointed, RunHarness, TrainResult
+from langrl.run.harness import Checkpointed, RunHarness, TrainResult, guarded_step
 from langrl.run.io import atomic_write_jsonl
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, minibatch_epochs, set_lr, trainable
@@ -281,11 +281,7 @@ def train_offline(config: OfflineConfig, output: str | Path, resume: bool = Fals
                 harness.log(logger, 0, eval_metrics(run, logger, "before", 0))
             step = harness.start
             for step in harness.steps(config.steps):
-                try:
-                    last = train_step(run, step)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
-                                         f"last checkpoint is intact): lower optim.lr") from None
+                last = guarded_step(step, train_step, run, step)
                 harness.log(logger, step, last)
                 if harness.due(step, config.steps):
                     harness.checkpoint(step, {})

@@ -22,7 +22,7 @@ from langrl.config import Config, load_config
 from langrl.distributed import learners
 from langrl.envs.prompts import PromptSet, build_prompt_sets
 from langrl.envs.text.core import PromptTask
-from langrl.errors import ConfigError, NonFiniteError
+from langrl.errors import ConfigError
 from langrl.lm.algorithms import Algorithm, Batch, build_algorithm
 from langrl.lm.bayes_monitor import ExactMonitor, sample_estimates
 from langrl.lm.collect import Collector, LocalCollector, StepSamples, rollout_prompts
@@ -34,7 +34,7 @@ from langrl.rl.kl import KL_ESTIMATORS, kl_exact, sequence_kl
 from langrl.rollout import SamplingConfig, TokenRollout
 from langrl.run import parallel, seeds
 from langrl.run.callbacks import Callback
-from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
+from langrl.run.harness import Checkpointed, RunHarness, TrainResult, guarded_step, resolve_run_dir, run_name
 from langrl.run.io import atomic_write_json
 from langrl.run.logger import RunLogger
 from langrl.run.optim import build_optimizer, freeze, set_lr, trainable
@@ -118,11 +118,8 @@ def train_steps(run: Run, harness: RunHarness, collector: Collector) -> dict[str
             samples, extra = receive(run, collector, step)
             if cfg.distributed.overlap and step < cfg.steps:  # sampled while this step updates
                 submitted = submit(run, collector, step + 1)
-            try:
-                last = train_step(run, step, samples, t0) | extra
-            except NonFiniteError as e:
-                raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
-                                     f"last checkpoint is intact): lower optim.lr or check the reward") from None
+            last = guarded_step(step, train_step, run, step, samples, t0,
+                                fix="lower optim.lr or check the reward") | extra
             if writes and evaluation_due(cfg, step):
                 held_out = held_out_samples(run, with_kl=True)
                 evaluated = {step: held_out}

@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from langrl.config.base import read_config_data
 from langrl.config.world_model import SMALL, WorldModelConfig, world_model_config_from_data
-from langrl.errors import ConfigError, NonFiniteError
+from langrl.errors import ConfigError
 from langrl.lm.offline_data import step_rows
 from langrl.models import LM, apply_lora
 from langrl.models.loading import resolve_device, resolve_dtype
@@ -50,7 +50,7 @@ from langrl.planning.transitions import (
 )
 from langrl.run.callbacks import Callback
 from langrl.run.checkpoint import newest_checkpoint
-from langrl.run.harness import Checkpointed, RunHarness, TrainResult, resolve_run_dir, run_name
+from langrl.run.harness import Checkpointed, RunHarness, TrainResult, guarded_step, resolve_run_dir, run_name
 from langrl.run.io import atomic_write_jsonl, atomic_write_text, read_jsonl
 from langrl.run.optim import build_optimizer, minibatch_epochs, set_lr, trainable
 from langrl.run.runtime import load_run_lm, reuse_freed_memory
@@ -222,11 +222,7 @@ def train_world_model(config: WorldModelConfig | dict[str, Any] | str | Path, ou
         with harness.session(total=cfg.steps, desc="world model") as logger:
             keep_transitions(run_dir, train, held_out)
             for step in harness.steps(cfg.steps):
-                try:
-                    last = train_step(run, step)
-                except NonFiniteError as e:
-                    raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the "
-                                         f"last checkpoint is intact): lower optim.lr") from None
+                last = guarded_step(step, train_step, run, step)
                 if evaluation_due(cfg, step):
                     scores, examples = evaluate_held_out(run)
                     last |= scores

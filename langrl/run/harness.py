@@ -21,12 +21,12 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -85,6 +85,19 @@ class Checkpointed:
 
 
 # ---------------------------------------------------------------------------------------------- folders
+
+T = TypeVar("T")
+
+
+def guarded_step(step: int, run_step: Callable[..., T], *args: Any, fix: str = "lower optim.lr") -> T:
+    """``run_step(*args)``; a `NonFiniteError` is raised again naming ``step``, saying that nothing of it was
+    kept (the harness logs and checkpoints only after a step returns) and what to change (``fix``)."""
+    try:
+        return run_step(*args)
+    except NonFiniteError as e:
+        raise NonFiniteError(f"step {step}: {e}; nothing of this step was logged or checkpointed (the last "
+                             f"checkpoint is intact): {fix}") from None
+
 
 def is_run(folder: Path) -> bool:
     """A folder a langrl run wrote (its marker, or the files runs wrote before the marker existed)."""
