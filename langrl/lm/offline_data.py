@@ -32,7 +32,7 @@ from langrl.errors import ConfigError
 from langrl.rewards import RewardFn, build_reward, score
 from langrl.rollout import SamplingConfig, sample
 from langrl.run import seeds
-from langrl.run.io import atomic_write_jsonl, read_jsonl
+from langrl.run.io import atomic_write_jsonl, read_dataset_rows, read_jsonl
 
 FIELDS = {"prompt": str, "completion": str}
 ROW_HELP = 'each line must be a JSON object {"prompt": str, "completion": str, "reward": number}'
@@ -82,16 +82,8 @@ class Minibatch:
 
 def read_rows(path: str) -> list[dict[str, Any]]:
     """The rows of a dataset file, checked: a one-line `ConfigError` names the file, the line and the field."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"dataset.path = {path!r}: no such file; give a JSONL file of scored texts (e.g. the "
-                          f"samples.jsonl of a langrl run) or use dataset.generate")
-    try:
-        rows = read_jsonl(file)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"dataset.path = {path!r}: {e}; {ROW_HELP}") from None
-    if not rows:
-        raise ConfigError(f"dataset.path = {path!r}: the file holds no rows; {ROW_HELP}")
+    rows = read_dataset_rows(path, "dataset.path", "a JSONL file of scored texts (e.g. the samples.jsonl of a "
+                             "langrl run) or use dataset.generate", ROW_HELP)
     for i, row in enumerate(rows):
         check_row(row, f"dataset.path = {path!r}: row {i + 1}")
     return rows

@@ -32,7 +32,7 @@ import numpy as np
 
 from langrl.envs.text.core import make_env, quiet_reset
 from langrl.errors import ConfigError
-from langrl.run.io import atomic_write_jsonl, read_jsonl
+from langrl.run.io import atomic_write_jsonl, read_dataset_rows
 
 Policy = Literal["random", "bot"]
 FIELDS = {"observation": str, "action": str, "next_observation": str}
@@ -115,16 +115,8 @@ def write_transitions(path: str | Path, transitions: Sequence[Transition]) -> No
 
 def read_transitions(path: str | Path, field: str = "data.file") -> list[Transition]:
     """The transitions of a JSON Lines file, checked; errors name ``field``, the file and the line."""
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"{field} = {str(path)!r}: no such file; give a JSONL file of transitions (e.g. the "
-                          f"transitions.jsonl of a world_model run) or leave it null to collect them")
-    try:
-        rows = read_jsonl(file)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{field} = {str(path)!r}: {e}; {ROW_HELP}") from None
-    if not rows:
-        raise ConfigError(f"{field} = {str(path)!r}: the file holds no transitions; {ROW_HELP}")
+    rows = read_dataset_rows(path, field, "a JSONL file of transitions (e.g. the transitions.jsonl of a "
+                             "world_model run) or leave it null to collect them", ROW_HELP)
     return [Transition.from_dict(row, f"{field} = {str(path)!r}: line {i + 1}") for i, row in enumerate(rows)]
 
 

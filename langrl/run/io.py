@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from langrl.errors import ConfigError
+
 __all__ = [
     "append_jsonl",
     "append_jsonl_rows",
@@ -178,6 +180,22 @@ def read_jsonl(path: str | os.PathLike[str], missing_ok: bool = False) -> list[d
         if not isinstance(row, dict):
             raise ValueError(f"{path}:{i + 1}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
+    return rows
+
+
+def read_dataset_rows(path: str | os.PathLike[str], field: str, give: str, row_help: str) -> list[dict[str, Any]]:
+    """The rows of a user's JSON Lines dataset, or a one-line `ConfigError` naming ``field`` and the file: it
+    is missing (``give`` says what to give instead), does not parse, or holds no rows (``row_help``: the row
+    format)."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"{field} = {str(path)!r}: no such file; give {give}")
+    try:
+        rows = read_jsonl(file)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{field} = {str(path)!r}: {e}; {row_help}") from None
+    if not rows:
+        raise ConfigError(f"{field} = {str(path)!r}: the file holds no rows; {row_help}")
     return rows
 
 
