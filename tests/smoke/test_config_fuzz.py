@@ -197,7 +197,7 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="langrl-config-fuzz-"))  # hypothesis rer
 atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 # The fuzzer's findings, kept as explicit examples (each raised something other than ConfigError, or was
 # accepted, before the fix).

@@ -39,6 +39,7 @@ SHORTER: list[tuple[str, str, str]] = [
                                            '"sampling.group_size=2", "sampling.max_new_tokens=4"]'),
     ("README.md", 'overrides=["steps=20"]', 'overrides=["steps=4"]'),
     ("README.md", '"checkpoints/step-3")))', '"checkpoints/step-3"), overrides=["model=tiny"], num_prompts=2))'),
+    ("README.md", "--model runs/tq-smoke --episodes 2", "--model runs/tq-smoke --episodes 1"),
     ("agents.md", "model.learn(1_000)", "model.learn(64)"),
     ("agents.md", "dqn.learn(200)", "dqn.learn(8)"),
     ("agents.md", "learning_starts=100", "learning_starts=4"),
