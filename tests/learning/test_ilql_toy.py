@@ -111,8 +111,9 @@ def test_exact_backup_by_hand():
     assert exact_backup(seqs, rewards, 0.5)[(0,)] == pytest.approx(0.25)
 
 
-def check(run: offline.OfflineRun, mean_error: float) -> dict[str, float]:
-    """The learned Q against both exact backups, and the decoding policy's exact reward against the data's."""
+def check(run: offline.OfflineRun, mean_error: float, max_error: float = 1.0) -> dict[str, float]:
+    """The learned Q against both exact backups (``max_error``: at every pair of the tau-expectile one), and the
+    decoding policy's exact reward against the data's."""
     tau = run.config.ilql.tau
     max_err, mean_err = q_errors(run, 1.0)
     max_tau, mean_tau = q_errors(run, tau)
@@ -121,20 +122,23 @@ def check(run: offline.OfflineRun, mean_error: float) -> dict[str, float]:
     print(f"Q - max-backup: max {max_err:.4f} mean {mean_err:.4f}; Q - {tau}-expectile backup: max {max_tau:.4f} "
           f"mean {mean_tau:.4f}; exact reward: policy {policy_reward:.4f}, dataset {data_reward:.4f}")
     assert mean_err < mean_error and mean_tau < mean_error, (max_err, mean_err, max_tau, mean_tau)
+    assert max_tau < max_error, (max_tau, max_error)
     assert policy_reward > data_reward + 0.05, (policy_reward, data_reward)
     return {"max": max_err, "mean": mean_err, "max_tau": max_tau, "mean_tau": mean_tau, "policy": policy_reward}
 
 
 def test_ilql_toy_short(tmp_path):
-    """The default tier: 80 full-batch steps already fit Q to the backup on average and improve on the data."""
-    run, _ = trained(tmp_path, ["steps=80", "log.checkpoint_every=80", "decode.eval_prompts=0"])
+    """The default tier: 100 full-batch steps already fit Q to the backup on average and improve on the data."""
+    run, _ = trained(tmp_path, ["steps=100", "log.checkpoint_every=100", "optim.schedule=constant",
+                                "decode.eval_prompts=0"])
     check(run, mean_error=0.15)
 
 
 @pytest.mark.slow
 def test_ilql_toy_reaches_the_exact_backup(tmp_path):
-    """configs/ilql_toy.yaml as it is (400 steps, tau 0.99, no CQL): the learned Q is within 0.05 of the exact
-    max-backup (and of the exact 0.99-expectile backup) on average over the dataset's support; the largest
-    error, on prefixes one or two rows take, stays larger (about 0.3: benchmarks/RESULTS_offline.md)."""
+    """configs/ilql_toy.yaml as it is (2000 steps, tau 0.995, no CQL): the learned Q is within 0.05 of the exact
+    0.995-expectile backup at every pair of the dataset's support, and of the max-backup on average. The
+    max-backup differs from the expectile one by definition where the best action is rare: at the prefix
+    "bdb", 1 of 97 rows ends in "a" (Q 0.25), whose 0.995-expectile backup is 0.169 (benchmarks/RESULTS_offline.md)."""
     run, _ = trained(tmp_path, [])
-    check(run, mean_error=0.05)
+    check(run, mean_error=0.05, max_error=0.05)
