@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean reward and KL; agent, tabular, dqn: mean return and success rate)")
     ev.add_argument("config", help="YAML config giving the task")
     ev.add_argument("--model", required=True, help="the policy: a run folder, a checkpoint folder, an embedded "
-                                                   "name or a hub id")
+                                                   "name or a hub id (dialogue: `expert`, the environment's "
+                                                   "expert policy where it has one)")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override any config key (repeatable)")
     ev.add_argument("--num-prompts", type=int, default=16, help="lm runs: how many of the config's prompts")

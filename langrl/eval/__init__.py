@@ -16,7 +16,9 @@ def evaluate(config: ConfigSource, model: str, overrides: list[str] | tuple[str,
       prompts;
     - ``kind: agent`` / ``tabular`` / ``dqn``: mean return (and success rate where the environment has
       one) over ``episodes`` held-out seeds (default the config's ``eval.episodes``); ``model`` is a run
-      folder or checkpoint (for ``agent`` also a model name: the zero-shot prior).
+      folder or checkpoint (for ``agent`` also a model name: the zero-shot prior);
+    - ``kind: dialogue``: success rate, mean return and turns over ``episodes`` held-out episodes; ``model``
+      may also be ``expert``, the environment's expert policy (Twenty Questions: the greedy questioner).
     """
     if num_prompts < 1:
         raise ConfigError(f"num_prompts (--num-prompts) = {num_prompts}: evaluate at least 1 prompt")

@@ -25,6 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from langrl.config import Config
 from langrl.config.dialogue import DialogueConfig
 from langrl.envs.text.core import make_env
+from langrl.errors import ConfigError
 from langrl.lm.algorithms import Algorithm, build_algorithm
 from langrl.lm.trainer import make_batch
 from langrl.models import Reference, apply_lora, load_lm, merged_lora
@@ -223,11 +224,43 @@ def append_dialogue_report(run_dir: Path) -> None:
     report.write_text(report.read_text(encoding="utf-8") + "\n".join(lines) + "\n", encoding="utf-8")
 
 
+EXPERT = "expert"  # `langrl eval --model expert`: the environment's own expert policy instead of an LM
+
+
+def play_expert(cfg: DialogueConfig, episodes: int) -> list[Conversation]:
+    """The held-out episodes of `play_evaluation` (same environments and seeds) played by the environment's
+    ``expert_policy()``: a callable from each user message to the next utterance (Twenty Questions: the greedy
+    questioner that knows every object's attributes, never the target)."""
+    kwargs = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
+    out = []
+    for i in range(episodes):
+        env = make_env(cfg.env.id, kwargs)
+        make_expert = getattr(env.unwrapped, "expert_policy", None)
+        if make_expert is None:
+            raise ConfigError(f"--model {EXPERT}: env.id={cfg.env.id} has no expert policy (expert_policy()); "
+                              f"pass a model name or a run folder")
+        message, info = env.reset(seed=seeds.derive_seed(cfg.seed, "eval_episodes", i))
+        expert, c = make_expert(), Conversation(opening=[], messages=[{"role": "user", "content": message}])
+        while not c.done:
+            text = expert(message)
+            message, reward, terminated, truncated, info = env.step(text)
+            c.messages += [{"role": "assistant", "content": text}, {"role": "user", "content": str(message)}]
+            c.rewards.append(float(reward))
+            c.info, c.done = dict(info), terminated or truncated
+        out.append(c)
+    return out
+
+
 def evaluate_kind(config: DialogueConfig, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
-    """`langrl.evaluate` of ``kind: dialogue``: held-out episodes with ``model`` as the policy."""
-    lm = load_lm(newest_checkpoint(model), dtype=config.dtype, device=config.device, seed=config.seed)
-    renderer = TurnRenderer(lm.tokenizer, config.env.system, config.env.chat)
-    conversations = play_evaluation(config, lm.model, renderer, episodes or config.eval.episodes)
+    """`langrl.evaluate` of ``kind: dialogue``: held-out episodes with ``model`` as the policy (``expert``: the
+    environment's expert policy, where it has one)."""
+    count = episodes or config.eval.episodes
+    if model == EXPERT:
+        conversations = play_expert(config, count)
+    else:
+        lm = load_lm(newest_checkpoint(model), dtype=config.dtype, device=config.device, seed=config.seed)
+        renderer = TurnRenderer(lm.tokenizer, config.env.system, config.env.chat)
+        conversations = play_evaluation(config, lm.model, renderer, count)
     return {"model": model, "env": config.env.id, **summarise_episodes(conversations),
             "samples": [{"opening": o, "dialogue": t, "return": c.episode_return}
                         for o, t, c in zip(openings(conversations)[:4], transcripts(conversations)[:4],

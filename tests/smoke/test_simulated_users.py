@@ -14,6 +14,7 @@ import gymnasium as gym
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import langrl
 from langrl.envs.dialogue import (
     GUESS_MY_CITY_ID,
     HELPDESK_ID,
@@ -272,6 +273,15 @@ def test_greedy_questioner_is_near_the_information_theoretic_bound(capsys):
     assert math.log2(n) <= mean <= math.ceil(math.log2(n)) + 1.0
     small = TwentyQuestions(num_objects=16)
     assert greedy_mean_questions(small) <= math.ceil(math.log2(16)) + 1.0
+
+
+def test_langrl_eval_plays_the_expert_on_the_held_out_episodes():
+    # 8 objects: the greedy questioner asks 3 questions (1 bit each, shaping 0.1) and guesses; every turn costs
+    # 0.05: 1 + 3 x 0.1 - 4 x 0.05 = 1.1
+    result = langrl.evaluate("configs/twenty_questions.yaml", "expert", episodes=3)
+    assert (result["success_rate"], result["turns"], result["mean_return"]) == (1.0, 4.0, pytest.approx(1.1))
+    with pytest.raises(ConfigError, match="env.id=langrl/HelpDesk-v0 has no expert policy"):
+        langrl.evaluate("configs/helpdesk.yaml", "expert", episodes=1)
 
 
 def test_greedy_episodes_gain_log2_n_bits_in_total():

@@ -290,6 +290,10 @@ class TwentyQuestions(SimulatedUserEnv):
             return self.names.index(self.oracle.kb.objects[index].name)
         return super().target_index(name)
 
+    def expert_policy(self) -> GreedyQuestioner:
+        """The greedy questioner over this game's objects (`langrl eval ... --model expert` plays it)."""
+        return GreedyQuestioner(self.objects, self.attributes)
+
     def opening(self) -> str:
         return (f"I am thinking of an object. Ask me yes/no questions to find out what it is, and guess it when you "
                 f"know. You have {self.max_turns} turns.")
@@ -355,7 +359,7 @@ class GreedyQuestioner:
 
 def optimal_questioner(env: TwentyQuestions) -> GreedyQuestioner:
     """The greedy questioner over ``env``'s objects (see :class:`GreedyQuestioner`)."""
-    return GreedyQuestioner(env.objects, env.attributes)
+    return env.expert_policy()
 
 
 def greedy_questions(env: TwentyQuestions, target: str) -> tuple[int, bool]:
