@@ -42,6 +42,15 @@ def lm_config():
     return tiny_lm_config
 
 
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray of 2 CPUs for a test module's rollout workers (marker ``ray``)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGRL_CACHE", str(tmp_path / "cache"))

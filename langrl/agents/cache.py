@@ -45,5 +45,9 @@ class LRUCache(Generic[K, V]):
     def __len__(self) -> int:
         return len(self.data)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is cached; neither counted as a lookup nor made recent."""
+        return key in self.data
+
     def clear(self) -> None:
         self.data.clear()

@@ -25,6 +25,17 @@ Acting follows SB3's DQN: uniformly random actions before ``learning_starts``, t
 epsilon decayed linearly over ``exploration_fraction`` of the steps; a training phase of
 ``gradient_steps`` updates every ``train_freq`` steps once past ``learning_starts``; the target network
 updated every ``target_update_interval`` steps (all counted over the environments together).
+
+Collection in shards (``shards``, for rollout workers: `langrl.agents.dqn_collect`). Between two training
+phases the Q-network does not change, so the vector steps up to the next training can be taken anywhere
+with a copy of it. The N environments are cut into ``shards`` contiguous shards, reset with the seeds they
+have in one vector environment of all N; each segment of vector steps (from a call to the next training
+call, or the end of an ``advance``) steps every shard with its copy of the network and the random stream
+(seed, "dqn_step", first call, shard) for the exploration coins and random actions. The learner then takes
+the shards' transitions call by call, environments in shard order: it shows a network with ``observe``
+the observations (so the statistics the shards acted with are those of the segment's start), stores the
+transitions, tallies episodes, trains and updates the target exactly as the step-by-step loop does. Where
+the shards ran changes nothing; ``shards=None`` is the step-by-step loop with the learner's generator.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -40,8 +52,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from langrl.distributed.shards import shard_indices
 from langrl.errors import ConfigError
 from langrl.rl.td import double_q_target, q_learning_target
+from langrl.run import seeds
 from langrl.run.optim import clip_gradients
 
 # (observation size, number of actions) -> a module mapping observations (B, ...) to action values (B, A)
@@ -73,6 +87,7 @@ class DQNSettings:
     eval_every: int = 0              # environment steps between evaluations; 0: none (no best network)
     eval_episodes: int = 10          # greedy episodes per evaluation, one per seed
     eval_seed_start: int = 1_000_000  # evaluation seeds are eval_seed_start, eval_seed_start + 1, ...
+    shards: int | None = None        # collect in this many shards between trainings; None: step by step
 
     def check(self) -> None:
         if self.learning_starts >= self.total_steps:
@@ -84,6 +99,9 @@ class DQNSettings:
         if self.eval_every < 0 or (self.eval_every and self.eval_episodes < 1):
             raise ConfigError(f"eval_every = {self.eval_every}, eval_episodes = {self.eval_episodes}: use "
                               f"eval_every >= 0 (0: no evaluation) and eval_episodes >= 1")
+        if self.shards is not None and not 1 <= self.shards <= self.num_envs:
+            raise ConfigError(f"shards = {self.shards} with num_envs = {self.num_envs}: each shard needs an "
+                              f"environment; use 1 <= shards <= num_envs")
 
 
 class MLP(nn.Module):
@@ -161,14 +179,15 @@ class ReplayBuffer:
 class DQNState:
     """What a resumed learner needs besides its networks and optimizer (picklable as a whole)."""
 
-    envs: gym.vector.VectorEnv
+    envs: gym.vector.VectorEnv | None  # step by step: all N environments (None when collected in shards)
     buffer: ReplayBuffer
-    rng: np.random.Generator           # exploration coins, random actions and replay sampling
-    obs: np.ndarray                    # (N, ...) the observations the next actions are taken in
+    rng: np.random.Generator           # replay sampling (step by step also exploration coins, random actions)
+    obs: np.ndarray | None             # (N, ...) the observations the next actions are taken in (step by step)
     returns: np.ndarray                # (N,) return so far of each environment's running episode
     lengths: np.ndarray                # (N,) its length
     step: int = 0                      # environment steps done, all environments together
     calls: int = 0                     # vector steps done
+    shards: list[EnvShard] | None = None  # collected in shards: every shard's environments, in order
 
 
 @dataclass
@@ -207,6 +226,20 @@ def exploration_rate(step: int, s: DQNSettings) -> float:
     return 1.0 if step < s.learning_starts else epsilon_at(step, s)
 
 
+def vector_envs(make: Callable[[], gym.Env], n: int) -> gym.vector.SyncVectorEnv:
+    """N environments that reset themselves in the step that ends an episode (SAME_STEP autoreset: the
+    returned observation is the next episode's first, ``info["final_obs"]`` the last one)."""
+    return gym.vector.SyncVectorEnv([make] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def real_next_obs(nxt: np.ndarray, done: np.ndarray, info: dict) -> np.ndarray:
+    """The observations the actions led to: where an episode ended, its last one (not the next's first)."""
+    real = nxt.copy()
+    for i in np.flatnonzero(done):
+        real[i] = info["final_obs"][i]
+    return real
+
+
 class DQNLearner:
     """DQN's whole state, advanced in chunks of environment steps.
 
@@ -214,15 +247,18 @@ class DQNLearner:
     ``functools.partial``, when the learner is checkpointed: the vector environment keeps it). ``network``
     builds the Q-network from (observation size, number of actions); a network with an ``observe(obs)``
     method is shown every batch of observations the agent acts in (see `langrl.agents.dqn_run`'s LM encoder
-    network, whose feature statistics follow the visited states).
+    network, whose feature statistics follow the visited states), and one with ``remember(obs, features)``
+    is handed the features the shards computed (so the learner need not encode them again).
+
+    With ``s.shards``, ``collector`` steps the shards (default: `LocalShards` with a network of its own).
     """
 
     def __init__(self, make: Callable[[], gym.Env], s: DQNSettings, network: NetworkBuilder | None = None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", collector: ShardCollector | None = None):
         s.check()
         self.s, self.device = s, torch.device(device)
         torch.manual_seed(s.seed)
-        envs = gym.vector.SyncVectorEnv([make] * s.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+        envs = vector_envs(make, s.num_envs)
         space, actions = envs.single_observation_space, envs.single_action_space
         if not isinstance(space, gym.spaces.Box) or not isinstance(actions, gym.spaces.Discrete):
             envs.close()
@@ -238,9 +274,22 @@ class DQNLearner:
         # ops cost more than the forward pass (SB3 uses the unfused default: same update, slower)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=s.learning_rate,
                                           fused=self.device.type in ("cpu", "cuda"))
-        obs, _ = envs.reset(seed=s.seed)
-        self.state = DQNState(envs, ReplayBuffer(s.buffer_size, space.shape, buffer_dtype(space)),
-                              np.random.default_rng(s.seed), obs, np.zeros(s.num_envs), np.zeros(s.num_envs, int))
+        buffer = ReplayBuffer(s.buffer_size, space.shape, buffer_dtype(space))
+        tallies = (np.zeros(s.num_envs), np.zeros(s.num_envs, int))
+        self.train_every = max(1, s.train_freq // s.num_envs)  # vector steps between training phases
+        self.version = 0  # of the weights the shards act with: it changes whenever the learner changes them
+        self.collector: ShardCollector | None = None
+        if s.shards is None:
+            obs, _ = envs.reset(seed=s.seed)
+            self.state = DQNState(envs, buffer, np.random.default_rng(s.seed), obs, *tallies)
+            return
+        envs.close()
+        self.state = DQNState(None, buffer, np.random.default_rng(s.seed), None, *tallies,
+                              shards=start_env_shards(make, s))
+        if collector is None:
+            with torch.random.fork_rng(devices=[]):  # the copy's initial weights are never read
+                collector = LocalShards(ShardStepper(self.build(), s, self.device))
+        self.collector = collector
 
     @property
     def step(self) -> int:
@@ -250,15 +299,22 @@ class DQNLearner:
     def advance(self, env_steps: int) -> Chunk:
         """Run ``env_steps`` more environment steps (rounded up to whole vector steps); return what they did."""
         chunk, t0 = Chunk(), time.perf_counter()
-        for _ in range(-(-env_steps // self.s.num_envs)):
-            self.env_step(chunk)
+        calls = -(-env_steps // self.s.num_envs)
+        if self.collector is None:
+            for _ in range(calls):
+                self.env_step(chunk)
+        else:
+            end = self.state.calls + calls
+            while self.state.calls < end:
+                self.collect_segment(next_stop(self.state.calls, end, self.train_every) - self.state.calls, chunk)
         chunk.env_steps, chunk.epsilon = self.state.step, exploration_rate(self.state.step, self.s)
         chunk.seconds = time.perf_counter() - t0
         return chunk
 
     def env_step(self, chunk: Chunk) -> None:
-        """One vector step: act, store the transitions, train when due, update the target when due."""
+        """One vector step: act, then `record` it."""
         st, s, n = self.state, self.s, self.s.num_envs
+        assert st.envs is not None and st.obs is not None, "step by step: one vector environment"
         explore = st.rng.random(n) < exploration_rate(st.step, s)
         actions = st.rng.integers(0, self.n_actions, n)
         obs = torch.as_tensor(st.obs, device=self.device)
@@ -269,32 +325,66 @@ class DQNLearner:
             if not explore.all():  # all random (the warm-up): no forward pass needed
                 actions = np.where(explore, actions, self.q(obs).argmax(-1).cpu().numpy())
         nxt, reward, terminated, truncated, info = st.envs.step(actions)
-        done = terminated | truncated
         # SAME_STEP autoreset: nxt is the next episode's first observation where one ended
-        real_next = nxt.copy()
-        for i in np.flatnonzero(done):
-            real_next[i] = info["final_obs"][i]
-        st.buffer.add(st.obs, actions, reward, real_next, terminated)
+        self.record(st.obs, actions, reward, real_next_obs(nxt, terminated | truncated, info), terminated,
+                    truncated, chunk)
+        st.obs = nxt
+
+    def collect_segment(self, calls: int, chunk: Chunk) -> None:
+        """``calls`` vector steps of every shard with the current weights (only the last of them may train),
+        then, call by call: take the shards' features, observe, `record`."""
+        st = self.state
+        assert self.collector is not None and st.shards is not None, "collected in shards"
+        steps = join_steps(self.collector.collect(self.q, self.version, st.shards, st.calls, calls))
+        observe, remember = getattr(self.q, "observe", None), getattr(self.q, "remember", None)
+        features = steps.features if callable(remember) else None
+        for t in range(calls):
+            if features is not None or callable(observe):
+                obs = torch.tensor(steps.obs[t], device=self.device)  # a copy: Ray hands arrays over read-only
+                with torch.no_grad():
+                    if features is not None and callable(remember):
+                        remember(obs, torch.tensor(features[t], device=self.device))
+                    if callable(observe):
+                        observe(obs)
+            self.record(steps.obs[t], steps.actions[t], steps.rewards[t], steps.next_obs[t], steps.terminated[t],
+                        steps.truncated[t], chunk)
+        if callable(observe):  # the statistics moved: the shards' copies are out of date
+            self.version += 1
+
+    def record(self, obs: np.ndarray, actions: np.ndarray, reward: np.ndarray, real_next: np.ndarray,
+               terminated: np.ndarray, truncated: np.ndarray, chunk: Chunk) -> None:
+        """After one vector step: store its transitions, tally the episodes that ended, train when due,
+        update the target when due."""
+        st, s, n = self.state, self.s, self.s.num_envs
+        st.buffer.add(obs, actions, reward, real_next, terminated)
         st.returns += reward
         st.lengths += 1
-        for i in np.flatnonzero(done):
+        for i in np.flatnonzero(terminated | truncated):
             chunk.episode_returns.append(float(st.returns[i]))
             chunk.episode_lengths.append(int(st.lengths[i]))
             st.returns[i], st.lengths[i] = 0.0, 0
-        st.obs = nxt
         st.calls += 1
         st.step += n
-        if st.step > s.learning_starts and st.calls % max(1, s.train_freq // n) == 0:
+        if st.step > s.learning_starts and st.calls % self.train_every == 0:
             for _ in range(s.gradient_steps):
                 loss, q_mean = gradient_step(self.q, self.target, self.optimizer,
                                              st.buffer.sample(s.batch_size, st.rng, self.device), s)
                 chunk.losses.append(loss)
                 chunk.q_values.append(q_mean)
+            self.version += 1
         if st.calls % max(1, s.target_update_interval // n) == 0:
             update_target(self.q, self.target, s.tau)
 
+    def close_envs(self) -> None:
+        st = self.state
+        for envs in [st.envs] if st.envs is not None else [shard.envs for shard in st.shards or []]:
+            envs.close()
+
     def close(self) -> None:
-        self.state.envs.close()
+        """Close the environments and the collector (a Ray collector's workers)."""
+        self.close_envs()
+        if self.collector is not None:
+            self.collector.close()
 
 
 def gradient_step(q: nn.Module, target: nn.Module, optimizer: torch.optim.Optimizer,
@@ -328,6 +418,118 @@ def update_target(q: nn.Module, target: nn.Module, tau: float) -> None:
     for name, buffer in q.named_buffers():
         if name.split(".")[-1].startswith("running_"):
             targets[name].copy_(buffer)
+
+
+# ---------------------------------------------------------------------------------------------- collection in shards
+
+@dataclass
+class EnvShard:
+    """A shard's environments between two segments of collection."""
+
+    envs: gym.vector.VectorEnv
+    obs: np.ndarray                    # (N_k, ...) the observations the next actions are taken in
+
+
+@dataclass
+class ShardSteps:
+    """T vector steps of N_k environments (one shard's, or all shards' joined): arrays (T, N_k, ...)."""
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_obs: np.ndarray               # the real next observations: an ended episode's last one
+    terminated: np.ndarray
+    truncated: np.ndarray
+    features: np.ndarray | None = None  # (T, N_k, H) the observations encoded, by a network with `features`
+
+
+def join_steps(parts: Sequence[ShardSteps]) -> ShardSteps:
+    """The shards' steps as one vector environment of all N numbers them: (T, N_k, ...) -> (T, N, ...)."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts], axis=1)
+
+    features = None if parts[0].features is None else cat("features")
+    return ShardSteps(cat("obs"), cat("actions"), cat("rewards"), cat("next_obs"), cat("terminated"),
+                      cat("truncated"), features)
+
+
+def start_env_shards(make: Callable[[], gym.Env], s: DQNSettings) -> list[EnvShard]:
+    """Every shard's environments, reset with the seeds they have in one vector environment of all N."""
+    out = []
+    for part in shard_indices(range(s.num_envs), s.shards or 1):  # none empty: shards <= num_envs is checked
+        envs = vector_envs(make, len(part))
+        obs, _ = envs.reset(seed=s.seed + part[0])
+        out.append(EnvShard(envs, obs))
+    return out
+
+
+class ShardStepper:
+    """Steps shards with its own Q-network, only acting: in the learner's process (`LocalShards`) or on a
+    rollout worker (`langrl.agents.dqn_collect`)."""
+
+    def __init__(self, q: nn.Module, s: DQNSettings, device: torch.device | str = "cpu"):
+        self.q, self.s, self.device = q, s, torch.device(device)
+
+    @torch.no_grad()
+    def step(self, shard: EnvShard, first_call: int, calls: int, index: int) -> ShardSteps:
+        """``calls`` vector steps of shard ``index`` (in place) from the run's vector step ``first_call``,
+        epsilon-greedy with the stream (seed, "dqn_step", first_call, index). A network with ``features``
+        (the LM encoder's) also returns the encoded observations: the learner's statistics need them."""
+        s, n = self.s, len(shard.obs)
+        rng = np.random.default_rng(seeds.derive_seed(s.seed, "dqn_step", first_call, index))
+        n_actions = int(shard.envs.single_action_space.n)  # type: ignore[attr-defined]  # Discrete: checked
+        encode = getattr(self.q, "features", None)
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "actions", "rewards", "next_obs",
+                                                               "terminated", "truncated", "features")}
+        for call in range(first_call, first_call + calls):
+            explore = rng.random(n) < exploration_rate(call * s.num_envs, s)
+            actions = rng.integers(0, n_actions, n)
+            obs = torch.as_tensor(shard.obs, device=self.device)
+            if callable(encode):
+                columns["features"].append(encode(obs).cpu().numpy())
+            if not explore.all():
+                actions = np.where(explore, actions, self.q(obs).argmax(-1).cpu().numpy())
+            nxt, reward, terminated, truncated, info = shard.envs.step(actions)
+            for name, value in (("obs", shard.obs), ("actions", actions), ("rewards", reward),
+                                ("next_obs", real_next_obs(nxt, terminated | truncated, info)),
+                                ("terminated", terminated), ("truncated", truncated)):
+                columns[name].append(value)
+            shard.obs = nxt
+        stacked = {k: np.stack(v) for k, v in columns.items() if v}
+        return ShardSteps(**stacked)
+
+
+class ShardCollector(Protocol):
+    """Where the shards are stepped: `LocalShards`, or rollout workers (`langrl.agents.dqn_collect`)."""
+
+    def collect(self, q: nn.Module, version: int, shards: list[EnvShard], first_call: int,
+                calls: int) -> list[ShardSteps]:
+        """``calls`` vector steps of every shard from vector step ``first_call``, acting with the weights of
+        ``q`` (``version`` changes whenever they do); ``shards[k]`` is left as the environments after them."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class LocalShards:
+    """The shards stepped one after another in the learner's process, with a copy of the Q-network loaded
+    with the learner's weights when their version changes."""
+
+    def __init__(self, stepper: ShardStepper):
+        self.stepper, self.version = stepper, -1
+
+    def collect(self, q: nn.Module, version: int, shards: list[EnvShard], first_call: int,
+                calls: int) -> list[ShardSteps]:
+        if version != self.version:
+            self.stepper.q.load_state_dict(q.state_dict())
+            self.version = version
+        return [self.stepper.step(shard, first_call, calls, k) for k, shard in enumerate(shards)]
+
+    def close(self) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -21,6 +21,13 @@ With ``network.type: lm_encoder`` the frozen LM is shared by the online, target 
 outside their module trees (one copy, one cache, never averaged or saved): each network is a running
 standardisation of the pooled features (updated with the observations the agent acts in, copied to the
 target as SB3 copies ``running_*`` buffers, frozen in evaluation) and an MLP head.
+
+With ``distributed.shards`` or ``distributed.rollout_workers`` set, the environments are collected in shards
+between training phases (`langrl.agents.dqn`), in this process or on Ray workers
+(`langrl.agents.dqn_collect`); the layout changes nothing. The shards act with a network of their own: for
+the LM encoder, its own cache of features computed one observation at a time (the same bits in every
+process), which come back with the transitions into the learner's cache, so the learner does not encode
+them again. The learner's ``encoder/cache_*`` then count its own lookups only.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import functools
 import json
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,11 +53,16 @@ from langrl.agents.dqn import (
     BestNetwork,
     DQNLearner,
     DQNSettings,
+    DQNState,
+    LocalShards,
     NetworkBuilder,
+    ShardCollector,
+    ShardStepper,
     next_stop,
     play_greedy,
     summarise,
 )
+from langrl.agents.dqn_collect import RayShards
 from langrl.config.base import read_config_data
 from langrl.config.dqn import DQNConfig, dqn_config_from_data
 from langrl.envs.text.core import make_env
@@ -94,6 +107,10 @@ class EncodedQNetwork(nn.Module):
         """Fold the features of observations the agent acts in into the running statistics."""
         if self.standardize is not None:
             self.standardize.update(self.features(obs))
+
+    def remember(self, obs: torch.Tensor, features: torch.Tensor) -> None:
+        """Cache the features of ``obs`` that the shards computed (the encoder's cache lacking them)."""
+        self.shared.encoder.remember(obs, features)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         features = self.features(obs)
@@ -140,12 +157,14 @@ def make_dqn_env(env_id: str, kwargs: dict[str, Any], max_episode_steps: int | N
 @dataclass
 class DQNParts:
     """What the config builds before the learner: the environment factory, the network builder, the LM
-    encoder (``lm_encoder`` runs) and the device."""
+    encoder (``lm_encoder`` runs), the device, and the builder of the network shards act with (for the LM
+    encoder: on an encoder of its own, encoding one observation at a time)."""
 
     make: Callable[[], gym.Env]
     network: NetworkBuilder
     encoder: LMEncoder | None
     device: torch.device
+    shard_network: NetworkBuilder
 
 
 def space_name(space: gym.Space) -> str:
@@ -187,29 +206,65 @@ def build_parts(cfg: DQNConfig) -> DQNParts:
     if net.type == "mlp":
         device = torch.device("cpu") if cfg.device == "auto" else resolve_device(cfg.device)
         make = functools.partial(make_dqn_env, env.id, env.kwargs, env.max_episode_steps)
-        return DQNParts(make, functools.partial(MLP, hidden=hidden), None, device)
+        mlp = functools.partial(MLP, hidden=hidden)
+        return DQNParts(make, mlp, None, device, mlp)
     from langrl.agents.encoder import LMEncoder
 
     lm = load_lm(cfg.model, dtype=cfg.dtype, device=cfg.device, seed=cfg.seed)
     make = functools.partial(make_dqn_env, env.id, env.kwargs, env.max_episode_steps, lm.tokenizer, net.max_tokens)
     space = make().observation_space
     assert isinstance(space, gym.spaces.Box)  # TokenizeObservation's ids
-    try:
-        encoder = LMEncoder(space, lm=lm, pooling=net.pooling, cache_size=net.cache_size, normalize=False,
-                            layers=net.layers)
-    except ValueError as e:
-        raise ConfigError(f"network.layers = {net.layers}: {e}") from None
+
+    def new_encoder(batch_misses: bool) -> LMEncoder:
+        try:
+            return LMEncoder(space, lm=lm, pooling=net.pooling, cache_size=net.cache_size, normalize=False,
+                             layers=net.layers, batch_misses=batch_misses)
+        except ValueError as e:
+            raise ConfigError(f"network.layers = {net.layers}: {e}") from None
+
+    encoder = new_encoder(batch_misses=True)
 
     def network(_obs_dim: int, n_actions: int) -> nn.Module:
         return EncodedQNetwork(encoder, n_actions, hidden, net.normalize)
 
-    return DQNParts(make, network, encoder, lm.model.device)
+    def shard_network(_obs_dim: int, n_actions: int) -> nn.Module:
+        return EncodedQNetwork(new_encoder(batch_misses=False), n_actions, hidden, net.normalize)
+
+    return DQNParts(make, network, encoder, lm.model.device, shard_network)
 
 
 def dqn_settings(cfg: DQNConfig) -> DQNSettings:
     return DQNSettings(total_steps=cfg.steps, num_envs=cfg.env.num_envs, **cfg.dqn.model_dump(),
                        hidden=tuple(cfg.network.hidden), seed=cfg.seed, eval_every=cfg.eval.every,
-                       eval_episodes=cfg.eval.episodes, eval_seed_start=cfg.eval.seed_start)
+                       eval_episodes=cfg.eval.episodes, eval_seed_start=cfg.eval.seed_start,
+                       shards=cfg.collection_shards)
+
+
+def network_sizes(make: Callable[[], gym.Env]) -> tuple[int, int]:
+    """(observation size, number of actions) of the environment, the arguments of a network builder."""
+    probe = make()
+    obs_dim = int(np.prod(probe.observation_space.shape or (1,)))
+    n_actions = int(probe.action_space.n)  # type: ignore[attr-defined]  # Discrete, checked in build_parts
+    probe.close()
+    return obs_dim, n_actions
+
+
+def build_shard_stepper(cfg: DQNConfig, parts: DQNParts | None = None) -> ShardStepper:
+    """What steps a DQN run's shards: the network they act with (`DQNParts.shard_network`), the settings
+    and the device. A rollout worker builds it from the config alone (``parts`` None: it builds its own)."""
+    parts = parts or build_parts(cfg)
+    with torch.random.fork_rng(devices=[]):  # its initial weights are never read: the learner's are loaded
+        q = parts.shard_network(*network_sizes(parts.make)).to(parts.device)
+    return ShardStepper(q, dqn_settings(cfg), parts.device)
+
+
+def build_collector(cfg: DQNConfig, parts: DQNParts) -> ShardCollector | None:
+    """Where the shards are stepped: Ray rollout workers, this process, or (no shards) nowhere."""
+    if cfg.collection_shards is None:
+        return None
+    if cfg.distributed.remote:
+        return RayShards(cfg, cfg.distributed, builder="langrl.agents.dqn_run:build_shard_stepper")
+    return LocalShards(build_shard_stepper(cfg, parts))
 
 
 # ---------------------------------------------------------------------------------------------- train
@@ -240,14 +295,14 @@ def train_dqn_run(config: DQNConfig | dict[str, Any] | str | Path, output: str |
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     parts = build_parts(cfg)
-    learner = DQNLearner(parts.make, dqn_settings(cfg), parts.network, parts.device)
+    learner = DQNLearner(parts.make, dqn_settings(cfg), parts.network, parts.device, build_collector(cfg, parts))
     best = BestNetwork(learner.build()) if cfg.eval.every else None
     modules = {"q": learner.q, "target": learner.target, **({"best": best.network} if best else {})}
     objects: dict[str, Any] = {"state": learner.state}
     if parts.encoder is not None:
         objects["features"] = FeatureCache(parts.encoder.cache)
     checkpointed = Checkpointed(None, None, learner.optimizer, modules, objects)
-    with RunHarness(run_dir, cfg, cfg.log, checkpointed, allow_config_change, callbacks) as harness:
+    with closing(learner), RunHarness(run_dir, cfg, cfg.log, checkpointed, allow_config_change, callbacks) as harness:
         saved = harness.restore() if resume else {}
         if saved:
             restore(saved, objects, learner, parts, best)
@@ -255,7 +310,6 @@ def train_dqn_run(config: DQNConfig | dict[str, Any] | str | Path, output: str |
             last = train_loop(cfg, learner, parts, best, harness, logger, float(saved.get("elapsed_s", 0.0)))
             tests = test_networks(cfg, learner.q, best, parts)
             logger.log_metrics(learner.step, {"env/steps": learner.step, **tests})
-    learner.close()
     write_agent_report(run_dir)
     return TrainResult(run_dir=run_dir, metrics={**last, **tests}, summary=summarise_dqn(run_dir))
 
@@ -263,8 +317,14 @@ def train_dqn_run(config: DQNConfig | dict[str, Any] | str | Path, output: str |
 def restore(saved: dict[str, Any], objects: dict[str, Any], learner: DQNLearner, parts: DQNParts,
             best: BestNetwork | None) -> None:
     """Put what `RunHarness.restore` read back (``saved``: the trainer state; ``objects``) in place."""
-    learner.close()  # the fresh environments; the checkpoint's replace them
-    learner.state = objects["state"]
+    state: DQNState = objects["state"]
+    saved_shards = None if state.shards is None else len(state.shards)
+    if saved_shards != learner.s.shards:
+        raise ConfigError(f"distributed: the checkpoint's environments were collected in {saved_shards or 'no'} "
+                          f"shards, the config asks for {learner.s.shards or 'none'}; resume with the run's own "
+                          f"distributed section")
+    learner.close_envs()  # the fresh environments; the checkpoint's replace them
+    learner.state = state
     if parts.encoder is not None:
         parts.encoder.cache = objects["features"].to(parts.device)
     if best is not None and saved.get("best_step") is not None:
@@ -357,10 +417,7 @@ def evaluate_kind(config: DQNConfig, model: str, num_prompts: int, episodes: int
     path = module_checkpoint(model, "q.safetensors", "DQN")
     cfg: DQNConfig = trained_config(path, config, "dqn")
     parts = build_parts(cfg)
-    probe = parts.make()
-    obs_dim = int(np.prod(probe.observation_space.shape or (1,)))
-    n_actions = int(probe.action_space.n)  # type: ignore[attr-defined]  # Discrete, checked in build_parts
-    probe.close()
+    obs_dim, n_actions = network_sizes(parts.make)
     state = json.loads((path / "trainer_state.json").read_text()) if (path / "trainer_state.json").is_file() else {}
     names = {"final": "q", **({"best": "best"} if state.get("best_step") is not None else {})}
     t0, results = time.perf_counter(), {}

@@ -17,6 +17,12 @@ Three ways to treat the LM (``finetune``):
 ``layers``: use only the first n decoder blocks (then the final norm): cheaper, and sometimes better
 features (`first_layers`).
 
+``batch_misses`` (default on): the observations a batch misses in the cache are encoded in one pass, the
+fastest way; a feature may then differ in its last bits with what it was batched with (the batch is cut to
+its longest text, and kernels may sum in another order at another shape, on GPUs notably). Off, each is
+encoded alone, so its feature depends on the observation only: every process that encodes it gets the same
+bits (what DQN's collection in shards needs: `langrl.agents.dqn_run`).
+
 ``normalize`` (default on) standardises each feature dimension with running statistics, as SB3's
 ``VecNormalize`` does for observations. Pooled LM states are dominated by a few huge, nearly constant
 dimensions: on CartPole-Text, SmolLM2-135M's mean-pooled features have one dimension near 33 while a
@@ -139,7 +145,7 @@ class LMEncoder(BaseFeaturesExtractor):
     def __init__(self, observation_space: spaces.Box, lm: LM | str, pooling: Pooling = "mean",
                  finetune: Finetune = "frozen", cache_size: int = 100_000, normalize: bool = True,
                  lora_r: int = 8, lora_alpha: float = 16.0, lora_targets: list[str] | str = "all-linear",
-                 layers: int | None = None):
+                 layers: int | None = None, batch_misses: bool = True):
         model = resolve_lm(lm)
         backbone = first_layers(model.model.base_model, layers)  # the transformer without its LM head
         super().__init__(observation_space, features_dim=int(model.model.config.hidden_size))
@@ -147,6 +153,7 @@ class LMEncoder(BaseFeaturesExtractor):
             raise ValueError(f"pooling = {pooling!r}; use 'mean' or 'last'")
         self.pooling: Pooling = pooling
         self.finetune: Finetune = finetune
+        self.batch_misses = batch_misses
         self.pad_id = model.tokenizer.pad_token_id
         if self.pad_id is None:
             self.pad_id = model.tokenizer.eos_token_id
@@ -216,11 +223,22 @@ class LMEncoder(BaseFeaturesExtractor):
         if missing:
             rows = torch.tensor([where[0] for where in missing.values()], device=ids.device)
             with torch.no_grad():
-                features = self.encode(ids[rows])
+                features = (self.encode(ids[rows]) if self.batch_misses
+                            else torch.cat([self.encode(ids[row:row + 1]) for row in rows]))
             for (key, where), feature in zip(missing.items(), features, strict=True):
                 self.cache.put(key, feature)
                 out[where] = feature
         return out
+
+    def remember(self, ids: torch.Tensor, features: torch.Tensor) -> None:
+        """Cache ``features`` (B, H) of the observations ``ids`` (B, L) the cache lacks: features computed
+        elsewhere (a rollout worker), so that this encoder need not compute them again. No lookup is counted."""
+        if self.frozen is None:
+            return
+        for row, feature in zip(ids.long().cpu().numpy(), features, strict=True):
+            key = row.tobytes()
+            if key not in self.cache:
+                self.cache.put(key, feature)
 
     def train(self, mode: bool = True) -> LMEncoder:
         """A frozen LM stays in eval mode (no dropout) whatever SB3 asks of the policy."""

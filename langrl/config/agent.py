@@ -21,7 +21,7 @@ from langrl.config.base import (
     read_config_data,
     validate,
 )
-from langrl.config.distributed import DistributedConfig
+from langrl.config.distributed import DistributedConfig, env_shards_problem
 
 # The prompt of an action-scoring LM: {actions} lists the admissible action strings.
 PRIOR_TEMPLATE = (
@@ -123,13 +123,9 @@ class AgentConfig(RunConfig):
 
     @model_validator(mode="after")
     def consistent(self) -> AgentConfig:
-        dist = self.distributed
-        if dist.learners > 1 or dist.overlap:
-            raise ValueError("an agent run takes distributed.rollout_workers and shards; distributed.learners "
-                             "and overlap apply to kind: lm runs")
-        if dist.shard_count > self.env.num_envs:
-            raise ValueError(f"distributed.shards={dist.shard_count} is more than env.num_envs={self.env.num_envs}: "
-                             "each shard needs an environment")
+        problem = env_shards_problem(self.distributed, self.env.num_envs, "an agent run")
+        if problem is not None:
+            raise ValueError(problem)
         if self.kl.reference == "adapter" and self.lora is None:
             raise ValueError("kl.reference 'adapter' needs a lora section (the adapter is what is disabled)")
         if self.ppo.env_steps < self.ppo.n_steps * self.env.num_envs:

@@ -65,3 +65,15 @@ class DistributedConfig(Section):
             raise ValueError(f"distributed.max_staleness={self.max_staleness} has no effect without "
                              "distributed.overlap: true (synchronous batches are never stale); set it to 0")
         return self
+
+
+def env_shards_problem(dist: DistributedConfig, num_envs: int, run: str) -> str | None:
+    """What is wrong with ``dist`` for a run whose shards are slices of ``env.num_envs`` environments (an agent
+    or DQN run; ``run`` names it in the message), or None."""
+    if dist.learners > 1 or dist.overlap:
+        return (f"{run} takes distributed.rollout_workers and shards; distributed.learners and overlap apply to "
+                "kind: lm runs")
+    if dist.shard_count > num_envs:
+        return (f"distributed.shards={dist.shard_count} is more than env.num_envs={num_envs}: each shard needs an "
+                "environment; lower distributed.shards or raise env.num_envs")
+    return None

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt
 
 from langrl.config.base import MAX_LR, LogConfig, RunConfig, Section, validate
+from langrl.config.distributed import DistributedConfig, env_shards_problem
 from langrl.errors import ConfigError
 
 
@@ -99,6 +100,17 @@ class DQNConfig(RunConfig):
     dqn: DQNSection = DQNSection()
     eval: DQNEvalSection = DQNEvalSection()
     log: DQNLogSection = DQNLogSection()
+    distributed: DistributedConfig = Field(DistributedConfig(), description="rollout workers on Ray: shards "
+                                           "are slices of the env.num_envs environments, stepped between two "
+                                           "training phases; set shards or rollout_workers to collect in shards "
+                                           "(left empty: the single-process stream)")
+
+    @property
+    def collection_shards(self) -> int | None:
+        """Shards the environments are collected in, or None for the single-process stream (``distributed``
+        left empty: the step-by-step loop that existing runs and measured figures come from)."""
+        dist = self.distributed
+        return dist.shard_count if dist.remote or dist.shards is not None else None
 
 
 def check_dqn_config(cfg: DQNConfig) -> None:
@@ -115,6 +127,9 @@ def check_dqn_config(cfg: DQNConfig) -> None:
         raise ConfigError(f"invalid config: eval.test_seed_start = {e.test_seed_start}: the test seeds overlap the "
                           f"evaluation seeds {e.seed_start}..{e.seed_start + e.episodes - 1} that choose the best "
                           f"network; use test seeds outside them")
+    problem = env_shards_problem(cfg.distributed, cfg.env.num_envs, "a dqn run")
+    if problem is not None:
+        raise ConfigError(f"invalid config: {problem}")
     if cfg.network.type == "mlp" and cfg.network.layers is not None:
         raise ConfigError(f"invalid config: network.layers = {cfg.network.layers} applies to network.type "
                           f"lm_encoder only; remove it or set network.type: lm_encoder")

@@ -55,14 +55,6 @@ def test_sharded_run_in_one_process_is_deterministic(tmp_path, lm_config, single
     assert same_run(single_grpo, again)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 def config(lm_config, **extra):
     return lm_config(threads=1, **extra)
 
