@@ -6,8 +6,12 @@
 
 A round r (the run's step) plays episodes (r - 1) P + 1 .. r P with reset seeds, candidate sampling and
 exploration/replay draws all derived from (seed, r) (`langrl.run.seeds`), and epsilon fixed by the episodes
-before it. A checkpoint (after a round) holds the online and target networks, Adam's state, the replay buffer
-(its filled part, pickled) and the transition and update counters, so a resumed run logs what the uninterrupted
+before it. With a ``distributed`` section (``shards`` or ``rollout_workers`` set) a round's episodes are played in
+shards with the round's start weights, in the learner's process or on Ray actors, and learned from afterwards
+(`langrl.agents.reply_dqn_collect`).
+
+A checkpoint (after a round) holds the online and target networks, Adam's state, the replay buffer (its filled
+part, pickled) and the transition and update counters, so a resumed run logs what the uninterrupted
 one logs.
 
 ``metrics.jsonl``, one row per round: ``episode/count``, ``episode/success_rate``, ``episode/turns``,
@@ -18,6 +22,7 @@ one logs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
@@ -41,12 +46,21 @@ from langrl.agents.reply_dqn import (
     ReplyQNetwork,
     ReplySettings,
     Selector,
+    UpdateStats,
     epsilon_at,
     kl_bound_per_turn,
     play_episodes,
     summarise_conversations,
 )
+from langrl.agents.reply_dqn_collect import (
+    LocalReplyShards,
+    RayReplyShards,
+    ReplyCollector,
+    ReplyShardPlayer,
+    learn_from,
+)
 from langrl.config.reply_dqn import ReplyDQNConfig
+from langrl.distributed.shards import shard_indices
 from langrl.envs.text.core import make_env
 from langrl.errors import ConfigError
 from langrl.report.lm import write_report
@@ -71,6 +85,7 @@ class ReplyRun:
     lm: ReplyLM
     learner: ReplyDQN
     envs: list[gym.Env]  # one per episode of a round
+    collector: ReplyCollector | None = None  # where rounds are played in shards; None: the single-process loop
 
     @property
     def rounds(self) -> int:
@@ -107,6 +122,26 @@ def build_run(cfg: ReplyDQNConfig) -> ReplyRun:
     return ReplyRun(cfg, lm, learner, envs)
 
 
+def build_shard_player(cfg: ReplyDQNConfig, run: ReplyRun | None = None) -> ReplyShardPlayer:
+    """What plays a run's shards: the frozen LM, a Q-network for the learner's weights, environments. A rollout
+    worker builds it from the config alone (``run`` None: its own LM and environments)."""
+    lm = run.lm if run is not None else build_lm(cfg)
+    with torch.random.fork_rng(devices=[]):  # its initial weights are never read: the learner's are loaded
+        q = ReplyQNetwork(lm.hidden_size, cfg.reply_dqn.candidates, cfg.reply_dqn.hidden,
+                          cfg.reply_dqn.normalize).to(lm.model.device)
+    return ReplyShardPlayer(lm, q, functools.partial(make_env, cfg.env.id, cfg.env.kwargs), cfg.seed,
+                            run.envs if run is not None else ())
+
+
+def build_collector(cfg: ReplyDQNConfig, run: ReplyRun) -> ReplyCollector | None:
+    """Where the shards are played: Ray rollout workers, this process, or (no shards) nowhere."""
+    if cfg.collection_shards is None:
+        return None
+    if cfg.distributed.remote:
+        return RayReplyShards(cfg, cfg.distributed, builder="langrl.agents.reply_dqn_run:build_shard_player")
+    return LocalReplyShards(build_shard_player(cfg, run))
+
+
 # ---------------------------------------------------------------------------------------------- train
 
 
@@ -115,7 +150,17 @@ def train_reply_dqn(config: ReplyDQNConfig, output: str | Path | None = None, re
     """Train the reply selector as ``config`` says (``kind: reply_dqn``); `langrl.train` dispatches here."""
     run_dir = resolve_run_dir(run_name(config, "reply_dqn"), output, resume)
     run = build_run(config)
-    learner = run.learner
+    run.collector = build_collector(config, run)
+    try:
+        return train_run(run, run_dir, resume, allow_config_change, callbacks)
+    finally:
+        if run.collector is not None:
+            run.collector.close()
+
+
+def train_run(run: ReplyRun, run_dir: Path, resume: bool, allow_config_change: bool,
+              callbacks: Sequence[Callback]) -> TrainResult:
+    config, learner = run.config, run.learner
     parts = Checkpointed(None, None, learner.optimizer, {"q": learner.q, "target": learner.target},
                          {"replay": learner.buffer})
     last: dict[str, float] = {}
@@ -148,20 +193,37 @@ def train_round(run: ReplyRun, r: int) -> tuple[dict[str, float], list[Conversat
     n = min(d.parallel, d.episodes - first)
     epsilon = epsilon_at(first, d.episodes, d.exploration_initial_eps, d.exploration_final_eps,
                          d.exploration_fraction)
-    selector = EpsilonGreedy(run.learner, epsilon, np.random.default_rng(seeds.derive_seed(cfg.seed,
-                                                                                           "reply_explore", r)))
-    generator = seeds.generator(cfg.seed, "sampling", r, device=run.lm.model.device)
-    reset = [seeds.derive_seed(cfg.seed, "episodes", r, i) for i in range(n)]
     t0 = time.perf_counter()
-    conversations = play_episodes(run.lm, run.envs[:n], reset, selector, generator)
+    if run.collector is not None:
+        conversations, stats = sharded_round(run, r, n, epsilon)
+    else:
+        selector = EpsilonGreedy(run.learner, epsilon, np.random.default_rng(seeds.derive_seed(cfg.seed,
+                                                                                               "reply_explore", r)))
+        generator = seeds.generator(cfg.seed, "sampling", r, device=run.lm.model.device)
+        reset = [seeds.derive_seed(cfg.seed, "episodes", r, i) for i in range(n)]
+        conversations = play_episodes(run.lm, run.envs[:n], reset, selector, generator)
+        stats = selector.stats
     returns = [c.episode_return for c in conversations]
     summary = summarise_conversations(conversations)
     row = {"episode/count": first + n, "episode/success_rate": summary["success_rate"],
            "episode/turns": summary["turns"], "reward/mean": statistics.fmean(returns),
            "reward/std": statistics.stdev(returns) if n > 1 else 0.0, "explore/epsilon": epsilon,
            "replay/transitions": run.learner.transitions, "train/updates": run.learner.updates,
-           **selector.stats.metrics(), "time/round_s": time.perf_counter() - t0}
+           **stats.metrics(), "time/round_s": time.perf_counter() - t0}
     return row, conversations
+
+
+def sharded_round(run: ReplyRun, r: int, n: int, epsilon: float) -> tuple[list[Conversation], UpdateStats]:
+    """Round ``r``'s ``n`` episodes played in shards with the round's start weights, then learned from in shard
+    and episode order (`langrl.agents.reply_dqn_collect`)."""
+    cfg = run.config
+    assert run.collector is not None and cfg.collection_shards is not None, "played in shards"
+    parts = shard_indices(range(n), cfg.collection_shards)
+    # version r: the weights change every round (the statistics at least), and a resumed run's pool starts anew
+    played = [e for shard in run.collector.collect(run.learner.q, r, r, parts, epsilon) for e in shard]
+    stats = UpdateStats()
+    learn_from(run.learner, played, np.random.default_rng(seeds.derive_seed(cfg.seed, "reply_replay", r)), stats)
+    return [e.conversation for e in played], stats
 
 
 def openings(conversations: Sequence[Conversation]) -> list[str]:

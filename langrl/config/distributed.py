@@ -67,13 +67,15 @@ class DistributedConfig(Section):
         return self
 
 
-def env_shards_problem(dist: DistributedConfig, num_envs: int, run: str) -> str | None:
-    """What is wrong with ``dist`` for a run whose shards are slices of ``env.num_envs`` environments (an agent
-    or DQN run; ``run`` names it in the message), or None."""
+def env_shards_problem(dist: DistributedConfig, num_envs: int, run: str, field: str = "env.num_envs",
+                       item: str = "an environment") -> str | None:
+    """What is wrong with ``dist`` for a run whose shards are slices of ``field`` = ``num_envs`` environments
+    (an agent or DQN run; ``run`` names it in the message; a reply_dqn run's are slices of a round's
+    ``reply_dqn.parallel`` episodes, ``item`` "an episode"), or None."""
     if dist.learners > 1 or dist.overlap:
         return (f"{run} takes distributed.rollout_workers and shards; distributed.learners and overlap apply to "
                 "kind: lm runs")
     if dist.shard_count > num_envs:
-        return (f"distributed.shards={dist.shard_count} is more than env.num_envs={num_envs}: each shard needs an "
-                "environment; lower distributed.shards or raise env.num_envs")
+        return (f"distributed.shards={dist.shard_count} is more than {field}={num_envs}: each shard needs "
+                f"{item}; lower distributed.shards or raise {field}")
     return None

@@ -16,6 +16,7 @@ from pydantic import Field, PositiveInt
 
 from langrl.config.base import MAX_LR, LogConfig, RunConfig, Section, validate
 from langrl.config.dialogue import DialogueEnvConfig
+from langrl.config.distributed import DistributedConfig, env_shards_problem
 from langrl.errors import ConfigError
 
 
@@ -86,6 +87,17 @@ class ReplyDQNConfig(RunConfig):
     reply_dqn: ReplyDQNSection = ReplyDQNSection()
     eval: ReplyEvalSection = ReplyEvalSection()
     log: ReplyLogSection = ReplyLogSection()
+    distributed: DistributedConfig = Field(DistributedConfig(), description="rollout workers on Ray: shards "
+                                           "are contiguous slices of a round's reply_dqn.parallel episodes, each "
+                                           "played with the round's start weights; set shards or rollout_workers "
+                                           "to play in shards (left empty: the single-process stream)")
+
+    @property
+    def collection_shards(self) -> int | None:
+        """Shards a round's episodes are played in, or None for the single-process stream (``distributed`` left
+        empty: the loop that learns as transitions arrive, which existing runs and figures come from)."""
+        dist = self.distributed
+        return dist.shard_count if dist.remote or dist.shards is not None else None
 
 
 def check_reply_dqn_config(cfg: ReplyDQNConfig) -> None:
@@ -99,6 +111,9 @@ def check_reply_dqn_config(cfg: ReplyDQNConfig) -> None:
         raise ConfigError(f"invalid config: reply_dqn.exploration_final_eps = {d.exploration_final_eps} > "
                           f"reply_dqn.exploration_initial_eps = {d.exploration_initial_eps}: epsilon decays; give "
                           f"a final epsilon at most the initial one")
+    problem = env_shards_problem(cfg.distributed, d.parallel, "a reply_dqn run", "reply_dqn.parallel", "an episode")
+    if problem is not None:
+        raise ConfigError(f"invalid config: {problem}")
 
 
 def reply_dqn_config_from_data(data: dict[str, Any], base: Path | None = None) -> ReplyDQNConfig:

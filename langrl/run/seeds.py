@@ -25,7 +25,9 @@ STREAMS = (
     "episodes",        # the start states (reset seeds) of a dialogue run's step s
     "eval_episodes",   # a dialogue run's held-out episodes
     "reply_explore",   # exploration coins, random candidates and replay minibatches of a reply-DQN round
+                       # (played in shards: (round, episode) keys the exploration of one episode)
     "dqn_step",        # exploration coins and random actions of a DQN shard's vector steps from call c
+    "reply_replay",    # replay minibatches of a reply-DQN round played in shards
 )
 MASK64 = 2**64 - 1
 
