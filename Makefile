@@ -25,7 +25,7 @@ demo: setup
 
 # What CI runs (.ci/run): lint, type check, then the default test tiers.
 test: setup lint typecheck
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow

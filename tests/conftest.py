@@ -5,6 +5,10 @@ import pytest
 # Keep the default run offline and quiet; no test reads the user's real cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Under pytest-xdist (`make test`: -n 2) each worker computes on one thread, its subprocesses too: two
+# workers of two threads each on two cores would run several times slower (oversubscription).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
 @pytest.fixture
@@ -59,9 +63,19 @@ def isolated_cache(tmp_path, monkeypatch):
 TIERS = ("maths", "smoke", "learning", "slow")
 
 
+def pytest_sessionstart(session):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(items):
-    """Mark each test with its tier, the folder it lives in: ``pytest -m maths`` runs tier 1 alone."""
+    """Mark each test with its tier, the folder it lives in: ``pytest -m maths`` runs tier 1 alone. Tests
+    that start Ray actors share one xdist worker (``--dist loadgroup``): one local Ray at a time."""
     for item in items:
         tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
+        if item.get_closest_marker("ray") is not None:
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -1,8 +1,7 @@
 """Rollout shards and Ray rollout workers: the layout of workers never changes what a run computes.
 
-Three of the Ray layouts (PPO workers, data-parallel learners, stale batches) are in the slow tier
-(``make test-slow``) to keep the default run under 10 minutes; the killed-worker GRPO run, the agent's
-workers, the timeout and the configuration errors stay in it.
+Every test marked ``ray`` is in the default run; under pytest-xdist they share one worker
+(tests/conftest.py), so one local Ray runs at a time.
 
 Every run here uses one torch thread (``threads: 1``; the workers take the run's threads), since CPU
 kernels may round differently with more threads.
@@ -92,7 +91,6 @@ def same_run(a, b):
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 def test_two_ppo_workers_reproduce_the_single_process_run(tmp_path, lm_config, ray_cluster):
     single = langrl.train(config(lm_config, algorithm="ppo", distributed={"shards": 2}),
                           output=tmp_path / "single").run_dir
@@ -122,7 +120,6 @@ def test_two_workers_one_killed_reproduce_the_single_process_run(tmp_path, lm_co
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 def test_stale_batches_are_rejected_or_kept_within_the_bound(tmp_path, lm_config, ray_cluster, single_grpo):
     # overlap samples step s + 1 before step s updates: one update stale, over a bound of 0 -> sampled again;
     # one worker holding both shards gives the single-process run
@@ -181,7 +178,6 @@ def close_runs(a, b, tol=1e-5):
 
 
 @pytest.mark.ray
-@pytest.mark.slow  # tier 4 for the 10-minute default run: make test-slow
 @pytest.mark.parametrize("algorithm", ["a2c", "ppo"])
 def test_two_learners_take_the_single_learners_steps(tmp_path, lm_config, ray_cluster, algorithm):
     # 2 prompts x 3 completions in micro-batches of 3. A2C (one step per batch): each learner computes one
