@@ -5,8 +5,8 @@ import pytest
 # Keep the default run offline and quiet; no test reads the user's real cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Under pytest-xdist (`make test`: -n 2) each worker computes on one thread, its subprocesses too: two
-# workers of two threads each on two cores would run several times slower (oversubscription).
+# Under pytest-xdist (`make test`: -n 2, the Ray tests after it in one process) each worker computes on one
+# thread, its subprocesses too: two workers of two threads each on two cores would run several times slower.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
@@ -71,11 +71,8 @@ def pytest_sessionstart(session):
 
 
 def pytest_collection_modifyitems(items):
-    """Mark each test with its tier, the folder it lives in: ``pytest -m maths`` runs tier 1 alone. Tests
-    that start Ray actors share one xdist worker (``--dist loadgroup``): one local Ray at a time."""
+    """Mark each test with its tier, the folder it lives in: ``pytest -m maths`` runs tier 1 alone."""
     for item in items:
         tier = next((t for t in TIERS if f"/tests/{t}/" in str(item.path)), None)
         if tier is not None:
             item.add_marker(getattr(pytest.mark, tier))
-        if item.get_closest_marker("ray") is not None:
-            item.add_marker(pytest.mark.xdist_group("ray"))
