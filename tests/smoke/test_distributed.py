@@ -1,7 +1,7 @@
 """Rollout shards and Ray rollout workers: the layout of workers never changes what a run computes.
 
-Every test marked ``ray`` is in the default run; under pytest-xdist they share one worker
-(tests/conftest.py), so one local Ray runs at a time.
+Every test marked ``ray`` is in the default run; `make test` runs them in one process after the xdist
+workers are done, so one local Ray runs at a time.
 
 Every run here uses one torch thread (``threads: 1``; the workers take the run's threads), since CPU
 kernels may round differently with more threads.
