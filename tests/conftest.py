@@ -55,6 +55,27 @@ def ray_cluster():
     ray.shutdown()
 
 
+@pytest.fixture
+def kill_worker(ray_cluster):
+    """``kill_worker(step)``: a callback that kills rollout worker 0 after the row of ``step``, as a crashed
+    machine would (the run must replace it and redo its share)."""
+    from langrl.run.callbacks import Callback
+
+    class KillWorker(Callback):
+        def on_step_end(self, step, metrics):
+            if step == self.step:
+                names = [a["name"] for a in ray_cluster.util.list_named_actors(all_namespaces=True)]
+                (victim,) = [n for n in names if n.startswith("langrl-rollout-") and n.endswith("-0-0")]
+                ray_cluster.kill(ray_cluster.get_actor(victim), no_restart=True)
+
+    def make(step: int) -> Callback:
+        callback = KillWorker()
+        callback.step = step
+        return callback
+
+    return make
+
+
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LANGRL_CACHE", str(tmp_path / "cache"))

@@ -99,23 +99,11 @@ def test_two_ppo_workers_reproduce_the_single_process_run(tmp_path, lm_config, r
     assert same_run(single, two)
 
 
-class KillWorker(Callback):
-    """Kills rollout worker 0 after step 1, as a crashed machine would."""
-
-    def __init__(self, ray):
-        self.ray = ray
-
-    def on_step_end(self, step, metrics):
-        if step == 1:
-            names = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)]
-            (victim,) = [n for n in names if n.startswith("langrl-rollout-") and n.endswith("-0-0")]
-            self.ray.kill(self.ray.get_actor(victim), no_restart=True)
-
 
 @pytest.mark.ray
-def test_two_workers_one_killed_reproduce_the_single_process_run(tmp_path, lm_config, ray_cluster, single_grpo):
+def test_two_workers_one_killed_reproduce_the_single_process_run(tmp_path, lm_config, single_grpo, kill_worker):
     survived = langrl.train(config(lm_config, distributed={"rollout_workers": 2}), output=tmp_path / "killed",
-                            callbacks=[KillWorker(ray_cluster)]).run_dir
+                            callbacks=[kill_worker(1)]).run_dir
     assert same_run(single_grpo, survived)
 
 

@@ -71,23 +71,11 @@ def in_process(tmp_path_factory):
     return {name: train(make(shards=2), output=root / name).run_dir for name, make in CONFIGS.items()}
 
 
-class KillWorker(Callback):
-    """Kills rollout worker 0 after the row of ``step``, as a crashed machine would."""
-
-    def __init__(self, ray, step: int):
-        self.ray, self.step = ray, step
-
-    def on_step_end(self, step, metrics):
-        if step == self.step:
-            names = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)]
-            (victim,) = [n for n in names if n.startswith("langrl-rollout-") and n.endswith("-0-0")]
-            self.ray.kill(self.ray.get_actor(victim), no_restart=True)
-
 
 @pytest.mark.ray
-def test_two_workers_one_killed_reproduce_the_in_process_run(tmp_path, ray_cluster, in_process):
+def test_two_workers_one_killed_reproduce_the_in_process_run(tmp_path, in_process, kill_worker):
     config = numeric_config(rollout_workers=2)  # shards: one per worker
-    killed = train(config, output=tmp_path / "two", callbacks=[KillWorker(ray_cluster, 100)])
+    killed = train(config, output=tmp_path / "two", callbacks=[kill_worker(100)])
     assert same_run(in_process["mlp"], killed.run_dir)
     logged = rows(killed.run_dir)
     assert any("loss/td" in r for r in logged) and any("rollout/episode_return" in r for r in logged)

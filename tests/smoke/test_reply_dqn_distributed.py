@@ -77,23 +77,11 @@ def test_in_process_shards_train(in_process):
     assert logged[-1]["replay/transitions"] > 0 and math.isfinite(logged[-1]["loss/td"])
 
 
-class KillWorker(Callback):
-    """Kills rollout worker 0 after the row of ``step``, as a crashed machine would."""
-
-    def __init__(self, ray, step: int):
-        self.ray, self.step = ray, step
-
-    def on_step_end(self, step, metrics):
-        if step == self.step:
-            names = [a["name"] for a in self.ray.util.list_named_actors(all_namespaces=True)]
-            (victim,) = [n for n in names if n.startswith("langrl-rollout-") and n.endswith("-0-0")]
-            self.ray.kill(self.ray.get_actor(victim), no_restart=True)
-
 
 @pytest.mark.ray
-def test_two_workers_one_killed_reproduce_the_in_process_run(tmp_path, ray_cluster, in_process):
+def test_two_workers_one_killed_reproduce_the_in_process_run(tmp_path, in_process, kill_worker):
     # shards: one per worker; worker 0 dies after round 1 and its replacement plays round 2's shard 0
-    two = langrl.train(config(rollout_workers=2), output=tmp_path / "two", callbacks=[KillWorker(ray_cluster, 1)])
+    two = langrl.train(config(rollout_workers=2), output=tmp_path / "two", callbacks=[kill_worker(1)])
     assert same_run(in_process, two.run_dir)
 
 
