@@ -2,13 +2,13 @@
 written by the LM, on shipped story openings, with the reward of configs/story.yaml (sentiment arc rising +
 the classic ending + no repetition).
 
-For each opening: MCTS (`langrl.planning.story`: K candidate sentences per state from the embedded LM, the
-partial story's score as the value, every proposed sentence scored before any is expanded, re-planned
-before each sentence) writes a story of ``--length``
-sentences and counts the sentences the LM wrote for it, L; then best-of-n with n = max(1, round(L /
-length)) stories sampled from the same proposer keeps the best; and one sample (n = 1) is the LM alone. One
-JSON line per opening and method, then one summary line per method: mean reward, distinct-2 over its
-stories, sentences and tokens the LM wrote, seconds.
+For each opening: MCTS (`langrl.planning.story`: K candidate sentences per state from the embedded LM; a
+leaf's value is the partial story's score, or with ``--value finish`` one story finished from the leaf and
+scored; every proposed sentence is scored before any is expanded; re-planned before each sentence) writes
+a story of ``--length`` sentences and counts the sentences the LM wrote for it, L. Then best-of-n with
+n = max(1, round(L / length)) stories sampled from the same proposer keeps the best, and one sample (n = 1)
+is the LM alone. One JSON line per opening and method, then one summary line per method: mean reward,
+distinct-2 over its stories, sentences and tokens the LM wrote, seconds.
 
     python benchmarks/bench_story_planning.py --openings 20 --simulations 8
 """
@@ -30,7 +30,7 @@ from langrl.eval.metrics import distinct_n
 from langrl.models import load_lm
 from langrl.planning.core import ZeroValue
 from langrl.planning.mcts import MCTS
-from langrl.planning.story import SentenceProposer, Story, StoryModel, best_of_n, plan_story
+from langrl.planning.story import FinishedScore, SentenceProposer, Story, StoryModel, best_of_n, plan_story
 from langrl.planning.world_models import cached
 from langrl.rewards.build import build_reward
 
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=4, help="candidate sentences per state (MCTS)")
     parser.add_argument("--simulations", type=int, default=8, help="MCTS simulations per sentence")
     parser.add_argument("--c-puct", type=float, default=1.0)
+    parser.add_argument("--value", choices=("partial", "finish"), default="partial",
+                        help="a leaf's value: the partial story's score, or one story finished from it and scored")
     parser.add_argument("--unvisited-value", type=float, default=float("inf"),
                         help="Q of an untried sentence; inf (UCT's rule): score every proposed sentence first")
     parser.add_argument("--max-new-tokens", type=int, default=40, help="per proposed sentence")
@@ -74,8 +76,9 @@ def main() -> None:
             seed = args.seed + i
             proposer = SentenceProposer(lm, max_new_tokens=args.max_new_tokens, seed=seed)
             model = StoryModel(proposer, reward, args.length, args.k)
-            planner = MCTS(cached(model, 100_000), simulations=args.simulations, c_puct=args.c_puct,
-                           value=ZeroValue(), max_depth=args.length, unvisited_value=args.unvisited_value)
+            value = ZeroValue() if args.value == "partial" else FinishedScore(model)
+            planner = MCTS(cached(model, 100_000), simulations=args.simulations, c_puct=args.c_puct, value=value,
+                           max_depth=args.length, unvisited_value=args.unvisited_value)
             mcts = plan_story(planner, model, opening, np.random.default_rng(seed))
             n = max(1, round(mcts.sentences_written / args.length))
             peer = SentenceProposer(lm, max_new_tokens=args.max_new_tokens, seed=seed)

@@ -11,6 +11,8 @@ samples n whole stories from the same proposer and keeps the best.
   new LM call); a step appends the chosen sentence and is rewarded by the change of the reward model's
   score, so the return of a path telescopes to ``score(story) - score(opening)`` and a partial story's
   score is what a depth-limited search sees. The story ends after ``length`` sentences.
+- Leaf values: the partial story's score (`langrl.planning.core.ZeroValue`: the telescoped rewards already
+  hold it) or :class:`FinishedScore`, one story finished from the leaf by the proposer and scored.
 - :func:`plan_story` writes one story with any planner (MCTS, beam), re-planning before each sentence;
   :func:`best_of_n` is the peer.
 """
@@ -132,6 +134,20 @@ class StoryModel:
 
 
 @dataclass
+class FinishedScore:
+    """A leaf's value as in classic MCTS rollouts: the story finished from ``state`` by ``story``'s proposer,
+    one sampled sentence a step (each counts as written), scored: ``score(finished) - score(state)``."""
+
+    story: StoryModel
+
+    def __call__(self, model: object, state: StoryState, rng: np.random.Generator) -> float:
+        finished = state
+        while len(finished.written) < self.story.length:
+            finished = finished.then(self.story.proposer.propose([finished], 1)[0][0])
+        return self.story.score(finished) - self.story.score(state)
+
+
+@dataclass
 class Story:
     """A finished story and what writing it cost."""
 
@@ -172,4 +188,5 @@ def best_of_n(proposer: SentenceProposer, reward: RewardFn, opening: str, n: int
                  proposer.tokens - t0, time.perf_counter() - start)
 
 
-__all__ = ["SentenceProposer", "Story", "StoryModel", "StoryState", "best_of_n", "first_sentence", "plan_story"]
+__all__ = ["FinishedScore", "SentenceProposer", "Story", "StoryModel", "StoryState", "best_of_n", "first_sentence",
+           "plan_story"]

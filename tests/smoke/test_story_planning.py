@@ -10,7 +10,15 @@ import pytest
 from langrl.models import load_lm
 from langrl.planning.core import ZeroValue
 from langrl.planning.mcts import MCTS
-from langrl.planning.story import SentenceProposer, StoryModel, StoryState, best_of_n, first_sentence, plan_story
+from langrl.planning.story import (
+    FinishedScore,
+    SentenceProposer,
+    StoryModel,
+    StoryState,
+    best_of_n,
+    first_sentence,
+    plan_story,
+)
 from langrl.planning.world_models import cached
 
 
@@ -71,3 +79,14 @@ def test_best_of_n_keeps_the_highest_scored_of_n_stories(lm):
     assert story.reward == pytest.approx(letters([], [story.text])[0])
     with pytest.raises(ValueError, match="n = 0"):
         best_of_n(proposer, letters, "A cat sat.", n=0)
+
+
+def test_finished_score_values_a_leaf_by_one_story_finished_from_it(lm):
+    model = story_model(lm, k=2, length=3)
+    leaf = StoryState("A bird sang.").then("It flew.")
+    written = model.proposer.written
+    value = FinishedScore(model)(None, leaf, np.random.default_rng(0))
+    assert model.proposer.written == written + 2  # the two sentences that finish the story, one call each
+    finished = [key for key in model.scores if len(key[1]) == 3]
+    assert len(finished) == 1
+    assert value == pytest.approx(model.scores[finished[0]] - model.score(leaf))
