@@ -9,7 +9,8 @@ the end the final and the best network play ``--test-episodes`` episodes from se
 choice. The figure to compare with is PPO on the same text through the same encoder: 433.3 over 20 episodes
 at 30,208 steps, one seed (benchmarks/RESULTS_agents.md; measured on another day, not in this run).
 
-    python benchmarks/bench_dqn_text.py --steps 50000 --json dqn_text.json           # hours on a CPU
+    python benchmarks/bench_dqn_text.py --num-envs 8 --steps 30000 --eval-every 5000  # 45 min on 2 CPU cores
+    python benchmarks/bench_dqn_text.py --steps 50000 --json dqn_text.json           # the Zoo's budget: hours
     python benchmarks/bench_dqn_text.py --steps 1500 --learning-starts 500 --eval-every 500 \\
         --eval-episodes 2 --test-episodes 2                                            # plumbing, minutes
 
@@ -39,7 +40,8 @@ def run(config: str, output: Path, args: argparse.Namespace, extra: list[str]) -
 
     overrides = [f"steps={args.steps}", f"seed={args.seed}", f"dqn.learning_starts={args.learning_starts}",
                  f"eval.every={args.eval_every}", f"eval.episodes={args.eval_episodes}",
-                 f"eval.test_episodes={args.test_episodes}", f"threads={args.threads}", "log.progress=false", *extra]
+                 f"eval.test_episodes={args.test_episodes}", f"threads={args.threads}", f"env.num_envs={args.num_envs}",
+                 "log.progress=false", *extra]
     t0 = time.perf_counter()
     result = langrl.train(str(ROOT / config), output=output, overrides=overrides)
     wall = time.perf_counter() - t0
@@ -66,6 +68,9 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--device", default="auto", help="the text agent's device (auto: CUDA when present)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--num-envs", type=int, default=1,
+                        help="environments side by side, both agents (8 batches the text agent's LM passes by 8; "
+                             "train_freq stays in environment steps)")
     parser.add_argument("--agents", default="numeric,text", help="comma-separated: numeric, text")
     parser.add_argument("--runs", type=Path, default=None, help="keep the run folders here (default: temporary)")
     parser.add_argument("--json", type=Path, default=None)
