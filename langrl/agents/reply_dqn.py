@@ -44,6 +44,7 @@ the first candidate of each turn is an exact sample of it, which evaluation play
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, cast
@@ -287,8 +288,9 @@ def epsilon_at(episodes_done: int, total: int, initial: float, final: float, fra
 class Selector(Protocol):
     """Chooses a candidate per running conversation, and sees what the choice earned."""
 
-    def choose(self, rows: list[int], states: torch.Tensor) -> list[int]:
-        """Indices in 0..K-1 for the conversations ``rows`` (indices into the episode batch) in ``states``."""
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
+        """Indices in 0..K-1 for the conversations ``rows`` (indices into the episode batch) in ``states``;
+        ``replies`` holds each row's K candidate texts (only an oracle reads them)."""
         ...
 
     def record(self, rows: list[int], rewards: list[float], ended: list[bool]) -> None:
@@ -299,7 +301,7 @@ class Selector(Protocol):
 class FirstCandidate:
     """The baseline: always the first candidate, i.e. the base LM's own sample (no selection)."""
 
-    def choose(self, rows: list[int], states: torch.Tensor) -> list[int]:
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
         return [0] * len(rows)
 
     def record(self, rows: list[int], rewards: list[float], ended: list[bool]) -> None:
@@ -312,9 +314,26 @@ class Greedy:
     def __init__(self, q: nn.Module):
         self.q = q
 
-    def choose(self, rows: list[int], states: torch.Tensor) -> list[int]:
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
         with torch.no_grad():
             return [int(a) for a in self.q(states).argmax(-1).tolist()]
+
+    def record(self, rows: list[int], rewards: list[float], ended: list[bool]) -> None:
+        pass
+
+
+class UserOracle:
+    """An upper bound, not a policy: the candidate the simulated user itself rewards most for this turn (the first
+    of equals), found by stepping a copy of each conversation's environment with every candidate. It reads the
+    user's rules, so it shows what choosing among these K samples could gain at best (one turn ahead), for rule-
+    based users whose environments can be copied."""
+
+    def __init__(self, envs: Sequence[gym.Env]):
+        self.envs = envs
+
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
+        return [int(np.argmax([float(copy.deepcopy(self.envs[row]).step(text)[1]) for text in texts]))
+                for row, texts in zip(rows, replies, strict=True)]
 
     def record(self, rows: list[int], rewards: list[float], ended: list[bool]) -> None:
         pass
@@ -332,7 +351,7 @@ class EpsilonGreedy:
         self.pending: dict[int, tuple[np.ndarray, int, float]] = {}  # row -> (state, action, reward)
         self.current: dict[int, tuple[np.ndarray, int]] = {}  # row -> (state, action) of this turn
 
-    def choose(self, rows: list[int], states: torch.Tensor) -> list[int]:
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
         learner, k = self.learner, self.learner.s.candidates
         array = states.detach().cpu().numpy()
         for row, state in zip(rows, array, strict=True):  # last turn's transitions end in these states
@@ -394,7 +413,7 @@ def play_episodes(lm: ReplyLM, envs: Sequence[gym.Env], reset_seeds: Sequence[in
         contexts = [conversations[i].context for i in active]
         candidates = lm.candidates(contexts, generator)
         states = lm.states(contexts, candidates)
-        choices = selector.choose(active, states)
+        choices = selector.choose(active, states, [[c.text for c in options] for options in candidates])
         for i, options, choice in zip(active, candidates, choices, strict=True):
             reply = options[choice]
             step(conversations[i], envs[i], lm.renderer, reply.tokens, reply.logprobs, reply.text,

@@ -62,7 +62,7 @@ class FrozenEpsilonGreedy:
         self.states: list[list[np.ndarray]] = [[] for _ in rngs]
         self.actions: list[list[int]] = [[] for _ in rngs]
 
-    def choose(self, rows: list[int], states: torch.Tensor) -> list[int]:
+    def choose(self, rows: list[int], states: torch.Tensor, replies: Sequence[Sequence[str]]) -> list[int]:
         device = next(self.q.parameters()).device
         with torch.no_grad():
             greedy = self.q(states.to(device)).argmax(-1).tolist()

@@ -27,7 +27,7 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from langrl.agents.reply_dqn import (
     ReplySettings,
     Selector,
     UpdateStats,
+    UserOracle,
     epsilon_at,
     kl_bound_per_turn,
     play_episodes,
@@ -76,7 +77,8 @@ from langrl.run.runtime import load_run_lm
 
 EVALUATION_FILE = "evaluation.json"
 SELECTORS = (("first_candidate", "first candidate (the base LM's own sample, no selection)"),
-             ("q_selector", "Q-selector (greedy over the K candidates)"))
+             ("q_selector", "Q-selector (greedy over the K candidates)"),
+             ("user_oracle", "user oracle (the candidate the user rewards most: an upper bound, not a policy)"))
 
 
 @dataclass
@@ -238,9 +240,11 @@ def transcripts(conversations: Sequence[Conversation]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- evaluation
 
 
-def play_evaluation(cfg: ReplyDQNConfig, lm: ReplyLM, selector: Selector, episodes: int) -> list[Conversation]:
-    """``episodes`` held-out episodes (``env.eval_kwargs``) with seeds no training round uses; every selector gets
-    the same reset seeds and the same sampling generator per batch, so their first turns see the same candidates."""
+def play_evaluation(cfg: ReplyDQNConfig, lm: ReplyLM, selector: Callable[[list[gym.Env]], Selector],
+                    episodes: int) -> list[Conversation]:
+    """``episodes`` held-out episodes (``env.eval_kwargs``) with seeds no training round uses, played by
+    ``selector(envs)`` per batch; every selector gets the same reset seeds and the same sampling generator per
+    batch, so their first turns see the same candidates."""
     kwargs = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
     out: list[Conversation] = []
     for first in range(0, episodes, cfg.eval.batch):
@@ -248,7 +252,7 @@ def play_evaluation(cfg: ReplyDQNConfig, lm: ReplyLM, selector: Selector, episod
         envs = [make_env(cfg.env.id, kwargs) for _ in range(count)]
         reset = [seeds.derive_seed(cfg.seed, "eval_episodes", first + i) for i in range(count)]
         generator = seeds.generator(cfg.seed, "evaluate", first, device=lm.model.device)
-        out += play_episodes(lm, envs, reset, selector, generator)
+        out += play_episodes(lm, envs, reset, selector(envs), generator)
         for env in envs:
             env.close()
     return out
@@ -256,9 +260,13 @@ def play_evaluation(cfg: ReplyDQNConfig, lm: ReplyLM, selector: Selector, episod
 
 def compare_selectors(cfg: ReplyDQNConfig, lm: ReplyLM, q: ReplyQNetwork,
                       episodes: int) -> dict[str, list[Conversation]]:
-    """The held-out episodes of the first-candidate baseline and of the greedy Q-selector."""
+    """The held-out episodes of the first-candidate baseline and of the greedy Q-selector (and of the user oracle
+    with ``eval.user_oracle``)."""
     q.eval()
-    selectors: dict[str, Selector] = {"first_candidate": FirstCandidate(), "q_selector": Greedy(q)}
+    selectors: dict[str, Callable[[list[gym.Env]], Selector]] = {"first_candidate": lambda envs: FirstCandidate(),
+                                                                 "q_selector": lambda envs: Greedy(q)}
+    if cfg.eval.user_oracle:
+        selectors["user_oracle"] = UserOracle
     return {name: play_evaluation(cfg, lm, selector, episodes) for name, selector in selectors.items()}
 
 
@@ -323,7 +331,7 @@ def append_reply_report(run_dir: Path) -> None:
                   f"both (in the samples above, `before` is the first candidate and `after` the Q-selector).", "",
                   "| replies chosen by | success rate | mean return | turns |", "|---|---|---|---|"]
         lines += [f"| {label} | {fmt(summary[name]['success_rate'])} | {fmt(summary[name]['mean_return'])} | "
-                  f"{fmt(summary[name]['turns'])} |" for name, label in SELECTORS]
+                  f"{fmt(summary[name]['turns'])} |" for name, label in SELECTORS if name in summary]
         lines += ["", f"KL(Q-selector || base LM) <= log {k} - {k - 1}/{k} = {summary['kl_bound_per_turn']:.3f} nats "
                       f"per turn (best-of-{k} bound, whatever Q learned), <= {summary['kl_bound_per_episode']:.3f} "
                       f"nats per episode at its mean turns."]

@@ -67,6 +67,9 @@ class ReplyEvalSection(Section):
                           "the greedy Q-selector and by the first candidate (the base LM's own sample), same "
                           "reset seeds and sampling seeds; 0: none")
     batch: int = Field(16, ge=1, description="evaluation episodes played together")
+    user_oracle: bool = Field(False, description="also play the episodes choosing the candidate the simulated user "
+                              "rewards most (stepping a copy of its environment with each): the most any selector "
+                              "over these candidates could gain one turn ahead; rule-based users only")
 
 
 class ReplyLogSection(LogConfig):

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import langrl
+import langrl.envs.dialogue  # noqa: F401  (registers langrl/HelpDesk-v0)
 from langrl.agents import reply_dqn
 from langrl.agents.encoder import pool_hidden
 from langrl.agents.reply_dqn import (
@@ -19,6 +21,7 @@ from langrl.agents.reply_dqn import (
     Greedy,
     ReplyLM,
     ReplyQNetwork,
+    UserOracle,
     encode_turn,
     sample_candidates,
     td_targets,
@@ -84,7 +87,7 @@ def test_q_network_scores_k_candidates_and_greedy_picks_the_argmax():
     q.observe(states)
     values = q(states)
     assert values.shape == (5, k)
-    assert Greedy(q).choose(list(range(5)), states) == values.argmax(-1).tolist()
+    assert Greedy(q).choose(list(range(5)), states, []) == values.argmax(-1).tolist()
     # one MLP shared by the candidates: permuting them permutes their values
     order = torch.tensor([2, 0, 3, 1])
     h, c = q.split(states)
@@ -132,12 +135,13 @@ def test_the_one_right_reply_is_learned(tmp_path, monkeypatch):
     monkeypatch.setattr(reply_dqn.ReplyLM, "candidates", fixed_candidates)
     config = tiny_run_config(episodes=48, parallel=8, learning_starts=8, batch_size=16, gradient_steps=4, lr=3e-3,
                              target_update_every=10, exploration_fraction=0.5, hidden=[32])
-    config["eval"] = {"episodes": 30, "batch": 15}
+    config["eval"] = {"episodes": 30, "batch": 15, "user_oracle": True}
     config["log"]["checkpoint_every"] = 100
     result = langrl.train(config, output=tmp_path / "run")
     summary = result.summary
     assert summary["q_selector"]["success_rate"] >= 0.9
     assert summary["first_candidate"]["success_rate"] < 0.7
+    assert summary["user_oracle"]["success_rate"] == 1.0 and summary["user_oracle"]["turns"] == 1.0
     assert summary["kl_bound_per_turn"] == pytest.approx(math.log(3) - 2 / 3)
 
 
@@ -195,16 +199,28 @@ def test_evaluating_something_that_is_not_a_run_says_what_to_pass(tmp_path):
         langrl.evaluate(tiny_run_config(), model=str(tmp_path), episodes=1)
 
 
+def test_user_oracle_picks_what_the_user_rewards_and_leaves_the_conversation_alone():
+    """The oracle steps copies of the environment: it picks the satisfying reply (the first of equals otherwise),
+    and the real conversation is where it was (the same reply still satisfies it, on its first turn)."""
+    env = gym.make("langrl/HelpDesk-v0", goals=GOALS, split="all", max_turns=3)
+    env.reset(seed=0)
+    oracle = UserOracle([env])
+    assert oracle.choose([0], torch.zeros(1, 4), [["I like turtles.", "Please restart it.", "Restart!"]]) == [1]
+    assert oracle.choose([0], torch.zeros(1, 4), [["I like turtles.", "Have a nice day!"]]) == [0]
+    _, reward, terminated, _, info = env.step("Please restart it.")
+    assert terminated and info["success"] and info["turn"] == 1
+
+
 def test_epsilon_greedy_completes_transitions_a_turn_later(tiny):
     """A transition enters the buffer when its next state is known, or at once when the episode ended there."""
     learner = reply_dqn.ReplyDQN(4, reply_dqn.ReplySettings(candidates=2, hidden=(8,), learning_starts=100))
     selector = reply_dqn.EpsilonGreedy(learner, 0.0, np.random.default_rng(0))
     states = torch.randn(2, 12)
-    selector.choose([0, 1], states)
+    selector.choose([0, 1], states, [])
     selector.record([0, 1], [0.5, 1.0], [False, True])
     assert learner.transitions == 1 and float(learner.buffer.terminated[0]) == 1.0
     later = torch.randn(1, 12)
-    selector.choose([0], later)
+    selector.choose([0], later, [])
     assert learner.transitions == 2
     np.testing.assert_allclose(learner.buffer.next_obs[1], later[0].numpy())
     assert float(learner.buffer.rewards[1]) == 0.5 and float(learner.buffer.terminated[1]) == 0.0
