@@ -326,8 +326,8 @@ class RunHarness:
         try:
             path = save_checkpoint(self.run_dir, step, p.model, p.tokenizer, p.optimizer, state,
                                    self.log_config.keep_checkpoints, p.modules, p.objects)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
+        except Exception as e:  # safetensors reports a full disk as its own error type, with the OS's text
+            if getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e):
                 raise LangrlError(f"step {step}: no space left on the device of {self.run_dir} while writing a "
                                   f"checkpoint (nothing half-written is kept); free space or lower "
                                   f"log.keep_checkpoints, then --resume") from None

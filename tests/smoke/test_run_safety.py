@@ -166,8 +166,12 @@ def test_checkpoint_with_non_finite_weights_is_never_resumed(tmp_path, lm_config
     assert "step-2/model.safetensors holds non-finite weights" in caplog.text  # resumed from step 1 instead
 
 
-def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, lm_config, monkeypatch):
+@pytest.mark.parametrize("disk_full", ["os", "safetensors"])
+def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, lm_config, monkeypatch, disk_full):
+    """Whether the OS says so or safetensors does (its own error type, with the OS's text)."""
     import errno
+
+    from safetensors import SafetensorError
 
     import langrl.run.harness as harness
 
@@ -175,7 +179,8 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_last_checkpoint(tmp_path, lm
 
     def full(run_dir, step, *args, **kwargs):
         if step == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise (OSError(errno.ENOSPC, "No space left on device") if disk_full == "os" else
+                   SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"))
         return original(run_dir, step, *args, **kwargs)
 
     monkeypatch.setattr(harness, "save_checkpoint", full)
