@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 import langrl
-import langrl.envs.dialogue  # noqa: F401  (registers langrl/HelpDesk-v0)
 from langrl.agents import reply_dqn
 from langrl.agents.encoder import pool_hidden
 from langrl.agents.reply_dqn import (
