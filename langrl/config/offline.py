@@ -35,6 +35,9 @@ class DatasetConfig(Section):
                                                               "training; they are kept in <run>/dataset.jsonl")
     append_eos: bool = Field(True, description="end each completion with the tokenizer's EOS (the text ended "
                                                "there); a row's own boolean 'eos' field takes precedence")
+    rendered: bool = Field(False, description="the rows' prompts are already rendered model input (e.g. a "
+                                              "dialogue's chat-template context, as langrl.agents.reply_feedback "
+                                              "logs it): tokenised as they are, no template applied")
 
     @model_validator(mode="after")
     def one_source(self) -> DatasetConfig:
@@ -97,6 +100,8 @@ class ILQLConfig(Section):
 
 class FilteredBCConfig(Section):
     fraction: float = Field(0.1, gt=0, le=1, description="behaviour-clone the top fraction of rows by reward")
+    min_reward: float | None = Field(None, description="and only rows whose reward exceeds this (e.g. 0: the "
+                                                       "replies a user rewarded); null: no threshold")
 
 
 class RWRConfig(Section):
@@ -133,6 +138,9 @@ class OfflineConfig(RunConfig):
         if self.dataset.generate is not None and (self.prompts is None or self.reward is None):
             raise ValueError("dataset.generate samples prompts and scores the completions: it needs a prompts "
                              "section and a reward")
+        if self.dataset.rendered and (self.dataset.generate is not None or self.prompts is not None):
+            raise ValueError("dataset.rendered reads prompts already rendered from dataset.path: drop "
+                             "dataset.generate and the prompts section, or set dataset.rendered: false")
         return self
 
 

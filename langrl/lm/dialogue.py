@@ -28,7 +28,7 @@ from langrl.envs.text.core import make_env
 from langrl.errors import ConfigError
 from langrl.lm.algorithms import Algorithm, build_algorithm
 from langrl.lm.trainer import make_batch
-from langrl.models import Reference, apply_lora, load_lm, merged_lora
+from langrl.models import LM, Reference, apply_lora, load_lm, merged_lora
 from langrl.report.lm import write_report
 from langrl.rl.kl import sequence_kl
 from langrl.rollout import SamplingConfig
@@ -227,11 +227,14 @@ def append_dialogue_report(run_dir: Path) -> None:
 EXPERT = "expert"  # `langrl eval --model expert`: the environment's own expert policy instead of an LM
 
 
-def play_expert(cfg: DialogueConfig, episodes: int) -> list[Conversation]:
+def play_expert(cfg: DialogueConfig, episodes: int, held_out: bool = True) -> list[Conversation]:
     """The held-out episodes of `play_evaluation` (same environments and seeds) played by the environment's
     ``expert_policy()``: a callable from each user message to the next utterance (Twenty Questions: the greedy
-    questioner that knows every object's attributes, never the target)."""
-    kwargs = {**cfg.env.kwargs, **cfg.env.eval_kwargs}
+    questioner that knows every object's attributes, never the target; the help desk: the scripted expert that
+    knows every goal's fix). ``held_out=False``: episodes of the training environment (``env.kwargs``), with
+    seeds of their own."""
+    kwargs = {**cfg.env.kwargs, **cfg.env.eval_kwargs} if held_out else dict(cfg.env.kwargs)
+    stream = "eval_episodes" if held_out else "feedback_episodes"
     out = []
     for i in range(episodes):
         env = make_env(cfg.env.id, kwargs)
@@ -239,7 +242,7 @@ def play_expert(cfg: DialogueConfig, episodes: int) -> list[Conversation]:
         if make_expert is None:
             raise ConfigError(f"--model {EXPERT}: env.id={cfg.env.id} has no expert policy (expert_policy()); "
                               f"pass a model name or a run folder")
-        message, info = env.reset(seed=seeds.derive_seed(cfg.seed, "eval_episodes", i))
+        message, info = env.reset(seed=seeds.derive_seed(cfg.seed, stream, i))
         expert, c = make_expert(), Conversation(opening=[], messages=[{"role": "user", "content": message}])
         while not c.done:
             text = expert(message)
@@ -251,17 +254,44 @@ def play_expert(cfg: DialogueConfig, episodes: int) -> list[Conversation]:
     return out
 
 
+def episode_kls(policy: PreTrainedModel, reference: Reference, conversations: Sequence[Conversation],
+                sampling: SamplingConfig, pad_id: int, batch: int) -> list[float]:
+    """Each episode's KL to the reference on the policy's tokens alone: the sum over them of log pi - log pi_ref
+    at the sampled tokens (k1, at the sampling temperature), whose mean over episodes estimates
+    KL(pi || pi_ref) per episode without bias."""
+    out: list[float] = []
+    for first in range(0, len(conversations), batch):
+        chunk = conversations[first:first + batch]
+        rollout = as_rollout(chunk, pad_id, policy.device)
+        scored = make_batch(policy, reference, rollout, [c.episode_return for c in chunk], "k1", sampling)
+        out += sequence_kl(scored.kl_tokens, scored.completion_mask).tolist()
+    return out
+
+
+def kl_to_config_model(config: DialogueConfig, model: str, lm: LM, conversations: Sequence[Conversation]) -> float:
+    """Mean KL per episode of ``model``'s held-out episodes to ``config.model`` (0 when it is that model)."""
+    if model == config.model:
+        return 0.0
+    base = load_lm(config.model, dtype=config.dtype, device=config.device, seed=config.seed)
+    reference = Reference(base.model, use_adapter=False, copy_weights=False)
+    sampling = SamplingConfig(**config.sampling.model_dump())
+    return statistics.fmean(episode_kls(lm.model, reference, conversations, sampling, lm.tokenizer.pad_token_id,
+                                        config.eval.batch))
+
+
 def evaluate_kind(config: DialogueConfig, model: str, num_prompts: int, episodes: int | None) -> dict[str, Any]:
     """`langrl.evaluate` of ``kind: dialogue``: held-out episodes with ``model`` as the policy (``expert``: the
     environment's expert policy, where it has one)."""
     count = episodes or config.eval.episodes
+    kl: dict[str, float] = {}
     if model == EXPERT:
         conversations = play_expert(config, count)
     else:
         lm = load_lm(newest_checkpoint(model), dtype=config.dtype, device=config.device, seed=config.seed)
         renderer = TurnRenderer(lm.tokenizer, config.env.system, config.env.chat)
         conversations = play_evaluation(config, lm.model, renderer, count)
-    return {"model": model, "env": config.env.id, **summarise_episodes(conversations),
+        kl = {"kl_ref": kl_to_config_model(config, model, lm, conversations)}
+    return {"model": model, "env": config.env.id, **summarise_episodes(conversations), **kl,
             "samples": [{"opening": o, "dialogue": t, "return": c.episode_return}
                         for o, t, c in zip(openings(conversations)[:4], transcripts(conversations)[:4],
                                            conversations[:4], strict=True)]}

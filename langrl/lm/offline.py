@@ -38,6 +38,7 @@ from langrl.lm.offline_data import (
     Minibatch,
     OfflineData,
     collate,
+    encode_prompts,
     generate_rows,
     read_rows,
     split_prompts,
@@ -149,12 +150,16 @@ def load_data(run: OfflineRun, run_dir: Path) -> None:
             atomic_write_jsonl(file, generate_rows(run.base, run.tokenizer, run.train_prompts, cfg.prompts.chat,
                                                    cfg, run.reward))
         rows = read_rows(str(file))
-    chat = cfg.prompts.chat if cfg.prompts is not None else True
-    data = tokenize_rows(rows, run.tokenizer, chat, cfg.dataset.append_eos)
+    data = tokenize_rows(rows, run.tokenizer, prompt_chat(cfg), cfg.dataset.append_eos, cfg.dataset.rendered)
     run.data = data
     run.pool, run.weights = POOLS[cfg.algorithm](cfg, data.rewards)
     if not run.eval_prompts:  # no prompts section: evaluate on the dataset's own prompts
         run.eval_prompts = data.prompt_texts
+
+
+def prompt_chat(cfg: OfflineConfig) -> bool:
+    """Whether prompts are wrapped in the chat template: ``prompts.chat``, true without a prompts section."""
+    return cfg.prompts.chat if cfg.prompts is not None else True
 
 
 def all_rows(cfg: OfflineConfig, rewards: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -163,6 +168,12 @@ def all_rows(cfg: OfflineConfig, rewards: torch.Tensor) -> tuple[list[int], torc
 
 def best_rows(cfg: OfflineConfig, rewards: torch.Tensor) -> tuple[list[int], torch.Tensor]:
     keep = ilql.top_fraction(rewards, cfg.filtered_bc.fraction)
+    if cfg.filtered_bc.min_reward is not None:
+        keep &= rewards > cfg.filtered_bc.min_reward
+        if not keep.any():
+            raise ConfigError(f"filtered_bc.min_reward = {cfg.filtered_bc.min_reward}: no row of the dataset "
+                              f"scores above it (the best scores {float(rewards.max()):.4g}); lower it or "
+                              f"collect more rows")
     return keep.nonzero().squeeze(-1).tolist(), torch.ones_like(rewards)
 
 
@@ -252,9 +263,9 @@ def eval_metrics(run: OfflineRun, logger: RunLogger | None, phase: str, step: in
     prompts = run.eval_prompts[:cfg.decode.eval_prompts]
     if run.reward is None or not prompts:
         return {}
-    chat = cfg.prompts.chat if cfg.prompts is not None else True
     generator = seeds.generator(cfg.seed, "eval_samples", device=run.device)
-    result = evaluate_policy(run.policy(), run.base, run.tokenizer, prompts, encode(prompts, run.tokenizer, chat),
+    result = evaluate_policy(run.policy(), run.base, run.tokenizer, prompts,
+                             encode_prompts(prompts, run.tokenizer, prompt_chat(cfg), cfg.dataset.rendered),
                              run.reward, cfg.decode.samples, cfg.decode.max_new_tokens, cfg.decode.batch_prompts,
                              generator)
     rows = result.pop("rows")

@@ -104,10 +104,20 @@ def check_row(row: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: eos = {row['eos']!r} is not true or false (whether the text ended there)")
 
 
+def encode_prompts(texts: list[str], tokenizer: PreTrainedTokenizerBase, chat: bool,
+                   rendered: bool = False) -> list[list[int]]:
+    """Token ids of prompts: chat-wrapped when ``chat`` (`langrl.envs.prompts.encode`), or, ``rendered``, the
+    texts as they are (already rendered model input; no special tokens added)."""
+    if rendered:
+        return [list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    return encode(texts, tokenizer, chat)
+
+
 def tokenize_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, chat: bool,
-                  append_eos: bool) -> OfflineData:
-    """Tokenise every row once: each distinct prompt (chat-wrapped when ``chat``), each completion (plus EOS
-    where the text ended). Rows whose completion has no token at all are dropped: they hold no action."""
+                  append_eos: bool, rendered: bool = False) -> OfflineData:
+    """Tokenise every row once: each distinct prompt (chat-wrapped when ``chat``; as it is when ``rendered``),
+    each completion (plus EOS where the text ended). Rows whose completion has no token at all are dropped:
+    they hold no action."""
     texts: dict[str, int] = {}
     eos = tokenizer.eos_token_id
     prompt_of, completions, completion_ids, rewards = [], [], [], []
@@ -124,7 +134,7 @@ def tokenize_rows(rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase
     if not completions:
         raise ConfigError("dataset: every completion is empty (no token to learn from)")
     prompt_texts = list(texts)
-    return OfflineData(prompt_texts=prompt_texts, prompt_ids=encode(prompt_texts, tokenizer, chat),
+    return OfflineData(prompt_texts=prompt_texts, prompt_ids=encode_prompts(prompt_texts, tokenizer, chat, rendered),
                        prompt_of=prompt_of, completions=completions, completion_ids=completion_ids,
                        rewards=torch.tensor(rewards, dtype=torch.float32))
 

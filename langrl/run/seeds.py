@@ -28,6 +28,8 @@ STREAMS = (
                        # (played in shards: (round, episode) keys the exploration of one episode)
     "dqn_step",        # exploration coins and random actions of a DQN shard's vector steps from call c
     "reply_replay",    # replay minibatches of a reply-DQN round played in shards
+    "feedback_log",    # candidate sampling of a user-feedback log (`langrl.agents.reply_feedback`)
+    "feedback_episodes",  # the reset seeds of its episodes
 )
 MASK64 = 2**64 - 1
 

@@ -142,3 +142,29 @@ def test_dialogue_run_on_twenty_questions(tmp_path):
     assert resumed.metrics["reward/mean"] == result.metrics["reward/mean"]
     evaluation = langrl.evaluate(config, model=str(result.run_dir), episodes=2)
     assert evaluation["episodes"] == 2 and 0 <= evaluation["success_rate"] <= 1
+    assert math.isfinite(evaluation["kl_ref"]) and evaluation["kl_ref"] != 0  # the trained policy moved
+    assert langrl.evaluate(config, model="tiny", episodes=1)["kl_ref"] == 0.0
+
+
+def test_episode_kl_counts_the_policy_tokens_only(tiny):
+    """Against itself the KL of every episode is 0 up to float error: the user's tokens (log-prob 0 in the
+    conversation, not 0 under the reference) are left out; against another model it is not."""
+    import gymnasium as gym
+
+    from langrl.lm.dialogue import episode_kls
+    from langrl.rollout.dialogue import run_conversations
+
+    envs = [gym.make("langrl/TwentyQuestions-v0", num_objects=4, max_turns=2) for _ in range(2)]
+    sampling = SamplingConfig(max_new_tokens=5)
+    model = tiny.model.eval()
+    conversations = run_conversations(model, TurnRenderer(tiny.tokenizer), envs, [0, 1], [None, None], sampling,
+                                      torch.Generator().manual_seed(0))
+    assert all(0 in c.policy_mask for c in conversations)  # user turns are in the episodes
+    pad = tiny.tokenizer.pad_token_id
+    same = episode_kls(model, Reference(model, use_adapter=False), conversations, sampling, pad, batch=1)
+    assert same == pytest.approx([0.0, 0.0], abs=1e-4)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(3.0)
+    moved = episode_kls(model, Reference(other, use_adapter=False), conversations, sampling, pad, batch=2)
+    assert all(math.isfinite(k) and abs(k) > 1e-3 for k in moved)

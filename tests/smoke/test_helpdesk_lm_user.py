@@ -360,3 +360,20 @@ def test_check_env_passes(env_id, kwargs, recwarn):
     assert env.observation_space.contains(reply)
     assert gym.make(env_id, **kwargs, max_turns=5).get_wrapper_attr("max_turns") == 5
 
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_the_expert_satisfies_every_user_one_step_per_turn(split):
+    """The scripted expert names one missing step a turn, in a phrasing of its group: every shipped user is
+    satisfied in as many turns as the goal has groups, each turn but the last a "helped"."""
+    env = HelpDesk(split=split)
+    for seed in range(3 * len(env.goals)):
+        message, _ = env.reset(seed=seed)
+        expert, turns, done, info = env.expert_policy(), 0, False, {}
+        while not done:
+            text = expert(message)
+            assert text.startswith("Here is what to do: ") and len(text.split()) <= 12
+            message, reward, done, truncated, info = env.step(text)
+            turns += 1
+            assert reward > 0 and not truncated
+        assert info["success"] and turns == len(env.goal.required)

@@ -127,6 +127,9 @@ def test_evaluate_a_run_and_a_model(tmp_path):
     ({"ilql": {"tau": 1.5}}, "ilql.tau = 1.5"),
     ({"ilql": {"taus": 0.9}}, "did you mean 'tau'"),
     ({"dataset": {"generate": {}, "path": None}, "prompts": None}, "needs a prompts section"),
+    ({"dataset": {"rendered": True}}, "dataset.rendered reads prompts already rendered"),
+    ({"algorithm": "filtered_bc", "filtered_bc": {"min_reward": 5.0}},
+     "filtered_bc.min_reward = 5.0: no row of the dataset scores above it"),
 ])
 def test_bad_configs_are_one_line_errors(tmp_path, change, message):
     config = offline_config(write_rows(tmp_path / "data.jsonl"))
@@ -174,3 +177,33 @@ def test_rwr_and_filtered_bc_weights_reach_the_loss(tmp_path):
     assert float(run.weights.mean()) == pytest.approx(1.0) and int(run.weights.argmax()) == 0
     rewards = torch.tensor([r for _, _, r in ROWS])
     assert torch.equal(run.weights.argsort(), rewards.argsort())  # weights grow with the reward
+
+
+def test_filtered_bc_min_reward_keeps_only_rewarded_rows(tmp_path):
+    """With min_reward the pool is the top fraction's rows that score above it (here every row above 0.5)."""
+    from langrl.lm import offline
+
+    cfg = load_any_config(offline_config(write_rows(tmp_path / "data.jsonl"), algorithm="filtered_bc",
+                                         filtered_bc={"fraction": 1.0, "min_reward": 0.5}))
+    run = offline.build_run(cfg)
+    offline.load_data(run, tmp_path)
+    assert sorted(run.pool) == [0, 2]  # 1.0 and 0.8; 0.3, 0.0 and the negatives are out
+
+
+def test_rendered_prompts_are_tokenised_as_they_are(tmp_path, tiny):
+    """dataset.rendered: a row's prompt (e.g. a logged dialogue context) becomes exactly its tokens, no template
+    around it; without it the same text is wrapped as a user message."""
+    from langrl.lm import offline
+    from langrl.lm.offline_data import encode_prompts
+
+    rows = [("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "hello", 1.0)]
+    config = offline_config(write_rows(tmp_path / "data.jsonl", rows), algorithm="filtered_bc", prompts=None,
+                            reward=None)
+    config["dataset"]["rendered"] = True
+    run = offline.build_run(load_any_config(config))
+    offline.load_data(run, tmp_path)
+    text = rows[0][0]
+    assert run.data.prompt_ids == [list(tiny.tokenizer(text, add_special_tokens=False)["input_ids"])]
+    assert encode_prompts([text], tiny.tokenizer, chat=True) != run.data.prompt_ids
+    result = langrl.train(config, output=tmp_path / "run")
+    assert math.isfinite(result.metrics["loss/total"])

@@ -280,8 +280,8 @@ def test_langrl_eval_plays_the_expert_on_the_held_out_episodes():
     # 0.05: 1 + 3 x 0.1 - 4 x 0.05 = 1.1
     result = langrl.evaluate("configs/twenty_questions.yaml", "expert", episodes=3)
     assert (result["success_rate"], result["turns"], result["mean_return"]) == (1.0, 4.0, pytest.approx(1.1))
-    with pytest.raises(ConfigError, match="env.id=langrl/HelpDesk-v0 has no expert policy"):
-        langrl.evaluate("configs/helpdesk.yaml", "expert", episodes=1)
+    with pytest.raises(ConfigError, match="env.id=langrl/GuessMyCity-v0 has no expert policy"):
+        langrl.evaluate("configs/guess_my_city.yaml", "expert", episodes=1)
 
 
 def test_greedy_episodes_gain_log2_n_bits_in_total():

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+import numpy as np
+
 from langrl.envs.dialogue.base import (
     Reply,
     SimulatedUserEnv,
@@ -130,6 +132,8 @@ class Goal:
     followups: tuple[str, ...]
     forbidden: tuple[Phrase, ...] = ()
     thanks: str = THANKS
+    steps: tuple[tuple[str, ...], ...] = ()  # each group's phrases as written: what the expert says
+
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any], where: str, forbidden: Sequence[Phrase] = ()) -> Goal:
@@ -154,7 +158,8 @@ class Goal:
                    opening=check_text(record["opening"], f"{where}.opening"), required=required,
                    followups=tuple(check_text(f, f"{where}.followups[{i}]") for i, f in enumerate(followups)),
                    forbidden=(*own, *forbidden),
-                   thanks=check_text(record.get("thanks", THANKS), f"{where}.thanks"))
+                   thanks=check_text(record.get("thanks", THANKS), f"{where}.thanks"),
+                   steps=tuple(tuple(str(p) for p in g) for g in groups))
 
     def covers(self, words: Sequence[str]) -> set[int]:
         """The indices of the required groups that ``words`` covers."""
@@ -261,6 +266,10 @@ class HelpDesk(SimulatedUserEnv):
             info["feedback"] = self.feedback
         return info
 
+    def expert_policy(self) -> HelpDeskExpert:
+        """The scripted expert that knows every goal's fix (`langrl eval ... --model expert` plays it)."""
+        return HelpDeskExpert(self, int(self.np_random.integers(2**31)))
+
     def respond(self, utterance: str, target: int) -> Reply:
         """The user's feedback on one reply (the rules of the module docstring); updates the covered groups."""
         goal = self.goals[target]
@@ -289,3 +298,21 @@ class HelpDesk(SimulatedUserEnv):
         """The user leaves: the episode ends in failure."""
         self.feedback = "leaves"
         return Reply(text, ends=True, kind="reply", reward=-self.leave_penalty)
+
+
+class HelpDeskExpert:
+    """The scripted expert: reads the goal the user has (the table is its knowledge) and, each turn, names the
+    first step still missing, one step per reply as the system prompt asks ("Here is what to do: restart."),
+    in one of the group's phrasings drawn from its own seeded stream. It satisfies every user in as many turns
+    as the goal has groups: the reference a learner is measured against, and the source of supervised replies
+    (`langrl.agents.reply_feedback --expert`)."""
+
+    def __init__(self, env: HelpDesk, seed: int):
+        self.env = env
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, message: str) -> str:
+        goal, covered = self.env.goal, self.env.covered
+        missing = min(i for i in range(len(goal.required)) if i not in covered)
+        phrases = goal.steps[missing]
+        return f"Here is what to do: {phrases[int(self.rng.integers(len(phrases)))]}."
