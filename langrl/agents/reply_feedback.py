@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import gymnasium as gym
 import numpy as np
@@ -81,8 +81,8 @@ def log_feedback(lm: ReplyLM, envs: Sequence[gym.Env], reset_seeds: Sequence[int
             verdicts = user_verdicts(envs[i], [o.text for o in options])
             sent = int(np.argmax([r for r, _ in verdicts])) if send == "best" else 0
             where = {"goal": c.info.get("target"), "episode": first_episode + i, "turn": len(c.rewards)}
-            rows += candidate_rows(tokenizer.decode(context), options, verdicts, sent, tokenizer.eos_token_id,
-                                   where)
+            rows += candidate_rows(cast(str, tokenizer.decode(context)), options, verdicts, sent,
+                                   tokenizer.eos_token_id, where)
             reply = options[sent]
             step(c, envs[i], lm.renderer, reply.tokens, reply.logprobs, reply.text, lm.max_context,
                  lm.sampling.max_new_tokens)

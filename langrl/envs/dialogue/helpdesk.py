@@ -30,6 +30,10 @@ their own goal (a test checks it), so parroting the user gains nothing.
 ``train`` (the default) has the others, ``test`` the held-out ones, ``all`` every goal. Training on ``train`` and
 evaluating on ``test`` measures generalisation to unseen user goals.
 
+``expert_policy()`` is the scripted expert (:class:`HelpDeskExpert`): it knows the goal and names one missing step
+a turn, so it satisfies every user; ``langrl eval configs/helpdesk.yaml --model expert`` plays it, and
+``python -m langrl.agents.reply_feedback ... --expert`` logs its dialogues as supervised data.
+
 ``info`` holds the base keys (``target`` is the goal id; ``candidates`` is the number of goals in the split, since
 the user states the problem outright; ``gain`` is always 0 and ``kind`` is ``reply``), plus ``covered`` and
 ``remaining`` (group counts) and, after a step, ``feedback`` (``helped``, ``satisfied``, ``repeats`` or
