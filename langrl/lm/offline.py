@@ -288,8 +288,9 @@ def train_offline(config: OfflineConfig, output: str | Path, resume: bool = Fals
             harness.restore()
         with harness.session(total=config.steps, desc=f"offline {config.algorithm}") as logger:
             load_data(run, run_dir)
-            if harness.start == 0:
-                harness.log(logger, 0, eval_metrics(run, logger, "before", 0))
+            before = eval_metrics(run, logger, "before", 0) if harness.start == 0 else {}
+            if before:  # nothing to log without a reward
+                harness.log(logger, 0, before)
             step = harness.start
             for step in harness.steps(config.steps):
                 last = guarded_step(step, train_step, run, step)

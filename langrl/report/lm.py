@@ -68,7 +68,7 @@ def summarise(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     core = ("reward/mean", "kl/ref", "loss/policy", "grad/norm")
     non_finite = sorted({int(r["step"]) for r in rows for k in core if k in r and not finite(r[k])})
     return {
-        "steps": len({r["step"] for r in rows}),
+        "steps": len({r["step"] for r in rows if r["step"] > 0}),  # step 0: the "before" evaluation
         "non_finite_steps": non_finite,
         "reward_first10": _mean(reward[:EDGE_STEPS]),
         "reward_last10": _mean(reward[-EDGE_STEPS:]),

@@ -46,6 +46,7 @@ def test_each_algorithm_trains_and_checkpoints(tmp_path, algorithm):
     rows = read_jsonl(result.run_dir / "metrics.jsonl")
     steps = [r["step"] for r in rows]
     assert steps[0] == 0 and steps[-1] == 3 and "reward/mean" in rows[0] and "kl/ref" in rows[-1]
+    assert result.summary["steps"] == 3  # the report counts training steps, not the step-0 evaluation row
     assert rows[0]["kl/ref"] == pytest.approx(0.0, abs=1e-5)  # before training: the base model itself
     train_rows = [r for r in rows if "loss/total" in r]
     assert len(train_rows) == 3 and all(math.isfinite(r["loss/total"]) for r in train_rows)
