@@ -58,11 +58,17 @@ def user_verdicts(env: gym.Env, texts: Sequence[str]) -> list[tuple[float, str]]
     return out
 
 
+def row(prompt: str, completion: str, reward: float, eos: bool, feedback: str, where: dict[str, Any],
+        sent: bool) -> dict[str, Any]:
+    """One logged reply (the row format of the module docstring); ``where`` holds goal, episode and turn."""
+    return {"prompt": prompt, "completion": completion, "reward": reward, "eos": eos, "feedback": feedback,
+            **where, "sent": sent}
+
+
 def candidate_rows(context: str, options: Sequence[Candidate], verdicts: Sequence[tuple[float, str]], sent: int,
                    eos: int | None, where: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per candidate of a turn (see the module docstring); ``where`` adds goal, episode and turn."""
-    return [{"prompt": context, "completion": c.text, "reward": reward,
-             "eos": bool(c.tokens) and c.tokens[-1] == eos, "feedback": feedback, **where, "sent": j == sent}
+    """One row per candidate of a turn."""
+    return [row(context, c.text, reward, bool(c.tokens) and c.tokens[-1] == eos, feedback, where, j == sent)
             for j, (c, (reward, feedback)) in enumerate(zip(options, verdicts, strict=True))]
 
 
@@ -123,9 +129,9 @@ def expert_rows(cfg: DialogueConfig, episodes: int) -> list[dict[str, Any]]:
     for episode, c in enumerate(play_expert(cfg, episodes, held_out=False)):
         for turn, reward in enumerate(c.rewards):
             before, reply = c.messages[:2 * turn + 1], c.messages[2 * turn + 1]
-            rows.append({"prompt": renderer.render(before, generation_prompt=True), "completion": reply["content"],
-                         "reward": reward, "eos": True, "feedback": "expert", "goal": c.info.get("target"),
-                         "episode": episode, "turn": turn, "sent": True})
+            where = {"goal": c.info.get("target"), "episode": episode, "turn": turn}
+            rows.append(row(renderer.render(before, generation_prompt=True), reply["content"], reward, True,
+                            "expert", where, True))
     return rows
 
 

@@ -138,7 +138,6 @@ class Goal:
     thanks: str = THANKS
     steps: tuple[tuple[str, ...], ...] = ()  # each group's phrases as written: what the expert says
 
-
     @classmethod
     def from_record(cls, record: Mapping[str, Any], where: str, forbidden: Sequence[Phrase] = ()) -> Goal:
         """Read and check one goal record of the JSON table; ``where`` names it in errors."""
