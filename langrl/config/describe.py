@@ -48,12 +48,27 @@ def scalar(value: Any) -> str:
 
 
 def field_type(info: FieldInfo) -> str:
-    """``int``, ``str | None``, ``Literal['a', 'b']``: the annotation without module paths."""
-    a = info.annotation
+    """``int``, ``str | None``, ``Literal['a', 'b']``, ``tuple[float, float]``: the annotation without module
+    paths or constraints (a field's description states those)."""
+    return type_text(info.annotation)
+
+
+def type_text(a: Any) -> str:
+    """One annotation as a reader writes it: ``Annotated`` metadata dropped, unions joined with ``|``."""
+    origin, args = typing.get_origin(a), typing.get_args(a)
+    if a is type(None):
+        return "None"
+    if origin is typing.Annotated:
+        return type_text(args[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_text(x) for x in args)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(x) for x in args)}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_text(x) for x in args)}]"
     if isinstance(a, type):
         return a.__name__
-    text = re.sub(r"Annotated\[(.*?), FieldInfo\([^)]*\)\]", r"\1", str(a))
-    return re.sub(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])", "", text)
+    return re.sub(r"\b(?:[a-z_]\w*\.)+(?=[A-Za-z_])", "", str(a))
 
 
 def show(config: BaseModel, indent: int = 0) -> str:

@@ -74,3 +74,18 @@ def test_the_config_reference_in_docs_is_current():
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "config.md"
     assert docs.read_text(encoding="utf-8") == reference_markdown(), "regenerate docs/config.md"
+
+
+def test_field_types_read_as_written():
+    """Constraints and module paths stay out of the reference's type column; unions read with ``|``."""
+    from typing import Annotated, Literal
+
+    from pydantic import Field
+
+    from langrl.config.describe import type_text
+
+    beta = Annotated[float, Field(ge=0, lt=1)]
+    assert type_text(tuple[beta, beta]) == "tuple[float, float]"
+    assert type_text(list[Annotated[int, Field(gt=0)]]) == "list[int]"
+    assert type_text(int | list[str] | None) == "int | list[str] | None"
+    assert type_text(Literal["a", "b"]) == "Literal['a', 'b']"
