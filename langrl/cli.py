@@ -180,6 +180,9 @@ def lm_headline(s: dict[str, Any]) -> list[str]:
             line += f", kl/ref {fmt(s['eval_kl_after'])} nats"
         if s.get("best_of_n_at_kl") is not None:
             line += f"; best-of-n at that KL: {fmt(s['best_of_n_at_kl'])}"
+        if s.get("eval_gain_per_sqrt_nat") is not None and s.get("eval_optimum_per_sqrt_nat") is not None:
+            line += (f"; reward per sqrt(nat) {fmt(s['eval_gain_per_sqrt_nat'])}, the KL-optimal tilt "
+                     f"{fmt(s['eval_optimum_per_sqrt_nat'])}")
         lines.append(line)
     return lines
 

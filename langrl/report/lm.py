@@ -85,8 +85,12 @@ def evaluation_summary(run_dir: Path) -> dict[str, Any]:
 
     Keys: ``eval_prompts``, ``eval_samples`` (completions per prompt), ``eval_held_out`` (True/False, or None
     when not recorded), ``eval_reward_before`` / ``eval_reward_after`` (mean rewards), ``eval_kl_after``
-    (mean KL to the reference after training), and ``best_of_n_at_kl``: the best-of-n curve's reward at
-    that KL, from the "before" samples (None when the KL lies outside the curve).
+    (mean KL to the reference after training), ``best_of_n_at_kl``: the best-of-n curve's reward at
+    that KL, from the "before" samples (None when the KL lies outside the curve), and two efficiencies in
+    reward per square-root nat: ``eval_gain_per_sqrt_nat``, the run's (after - before) / sqrt(KL after), and
+    ``eval_optimum_per_sqrt_nat``, sqrt(2 Var(r)) with Var(r) the mean over prompts of the variance of the
+    "before" rewards: to first order in the KL, the reward a tilt pi0 exp(r / beta) / Z (the KL-optimal
+    policy) gains per sqrt(nat), so the ratio of the two says how close the run came.
     """
     rows = read_jsonl(Path(run_dir) / "eval_samples.jsonl", missing_ok=True)
     before, after = phase_groups(rows, "before"), phase_groups(rows, "after")
@@ -104,6 +108,11 @@ def evaluation_summary(run_dir: Path) -> dict[str, Any]:
     out["eval_kl_after"] = point[0] if point else None
     curve = reference_curves(Path(run_dir)).get("best_of_n", [])
     out["best_of_n_at_kl"] = reward_at_kl(curve, point[0]) if point and curve else None
+    gain = None if out["eval_reward_before"] is None or out["eval_reward_after"] is None \
+        else out["eval_reward_after"] - out["eval_reward_before"]
+    out["eval_gain_per_sqrt_nat"] = gain / math.sqrt(point[0]) if gain is not None and point and point[0] > 0 else None
+    spread = [statistics.variance(r["reward"] for r in g) for g in before if len(g) >= 2]
+    out["eval_optimum_per_sqrt_nat"] = math.sqrt(2 * sum(spread) / len(spread)) if spread else None
     return out
 
 
@@ -225,6 +234,12 @@ def evaluation_lines(summary: dict[str, Any]) -> list[str]:
     if summary.get("best_of_n_at_kl") is not None:
         lines.append(f"| best-of-n reward at that KL (from the samples before training) | "
                      f"{_fmt(summary['best_of_n_at_kl'])} |")
+    if summary.get("eval_gain_per_sqrt_nat") is not None:
+        lines.append(f"| reward gained per sqrt(nat) on {which}: this run | "
+                     f"{_fmt(summary['eval_gain_per_sqrt_nat'])} |")
+    if summary.get("eval_optimum_per_sqrt_nat") is not None:
+        lines.append(f"| the same, the KL-optimal tilt to first order, sqrt(2 Var(r)) before training | "
+                     f"{_fmt(summary['eval_optimum_per_sqrt_nat'])} |")
     return lines
 
 

@@ -310,6 +310,9 @@ def test_report_evaluates_before_and_after_against_best_of_n(tmp_path: Path) -> 
     assert (s["eval_prompts"], s["eval_samples"], s["eval_held_out"]) == (2, 4, True)
     assert s["eval_reward_before"] == pytest.approx(0.275) and s["eval_reward_after"] == pytest.approx(0.525)
     assert s["eval_kl_after"] == pytest.approx(1.0)
+    assert s["eval_gain_per_sqrt_nat"] == pytest.approx(0.25)  # (0.525 - 0.275) / sqrt(1.0)
+    # the mean of the prompts' reward variances (unbiased): (0.2 / 3 + 1.25 / 3) / 2
+    assert s["eval_optimum_per_sqrt_nat"] == pytest.approx(math.sqrt(2 * (0.2 / 3 + 1.25 / 3) / 2))
     curves = reference_curves(run)
     # best of 4 = the best sample of each prompt: (0.6 + 1.0) / 2, at the KL bound log 4 - 3/4
     assert curves["best_of_n"][-1] == pytest.approx([math.log(4) - 0.75, 0.8])
@@ -322,4 +325,5 @@ def test_report_evaluates_before_and_after_against_best_of_n(tmp_path: Path) -> 
     assert [r for _, r in optimum] == sorted(r for _, r in optimum)  # more KL buys more reward
     md = write_report(run).read_text()
     assert "| reward on held-out prompts (2 x 4 completions), before training | 0.275 |" in md
+    assert "| reward gained per sqrt(nat) on held-out prompts: this run | 0.25 |" in md
     assert "| p1 | b0 | 0 | a0 | 0.5 |" in md and "b1" not in md  # the first completion of each prompt
