@@ -31,7 +31,7 @@ class NetworkSection(Section):
         "mlp", description="mlp: an MLP on numeric observations; lm_encoder: the frozen LM `model` encodes "
         "the text observation (pooled, standardised hidden states, each distinct text once), an MLP head "
         "maps the features to action values")
-    hidden: list[PositiveInt] = Field([256, 256], description="hidden layer sizes of the MLP (the head for "
+    hidden: list[PositiveInt] = Field([256, 256], description="hidden layer sizes, each > 0, of the MLP (the head for "
                                       "lm_encoder)")
     layers: int | None = Field(None, ge=1, description="lm_encoder: run the LM's first N decoder blocks (then "
                                "its final norm); null: all. A middle layer is cheaper and often reads better")

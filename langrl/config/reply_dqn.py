@@ -40,7 +40,7 @@ class ReplyDQNSection(Section):
                           "feature pass per turn for all of them); the last round may be smaller")
     gamma: float = Field(0.9, ge=0, le=1, description="discount per turn")
     lr: float = Field(1e-3, gt=0, le=MAX_LR, description=f"Adam learning rate of the Q-network, at most {MAX_LR}")
-    hidden: list[PositiveInt] = Field([256], description="hidden layer sizes of the Q-network's MLP")
+    hidden: list[PositiveInt] = Field([256], description="hidden layer sizes, each > 0, of the Q-network's MLP")
     normalize: bool = Field(True, description="standardise history and candidate features with running "
                             "statistics of the features seen in training (pooled LM states have a few huge, "
                             "nearly constant dimensions); frozen in evaluation")
