@@ -93,8 +93,10 @@ class PromptsConfig(Section):
 class SamplingSection(Section):
     max_new_tokens: int = Field(32, ge=1, description="completion length cap, in tokens")
     temperature: float = Field(1.0, gt=0, description="softmax temperature for sampling and the loss")
-    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 disables")
-    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 disables")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass; 1 disables. With top_p < 1 or "
+                         "top_k > 0 the loss and kl/ref still use the untruncated distribution (as TRL and OpenRLHF "
+                         "do): the samples are slightly off-policy and kl/ref is not the KL of what was sampled")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 disables (see top_p)")
     group_size: int = Field(4, ge=1, description="completions per prompt (G)")
 
 
