@@ -108,12 +108,18 @@ def evaluation_summary(run_dir: Path) -> dict[str, Any]:
     out["eval_kl_after"] = point[0] if point else None
     curve = reference_curves(Path(run_dir)).get("best_of_n", [])
     out["best_of_n_at_kl"] = reward_at_kl(curve, point[0]) if point and curve else None
-    gain = None if out["eval_reward_before"] is None or out["eval_reward_after"] is None \
-        else out["eval_reward_after"] - out["eval_reward_before"]
-    out["eval_gain_per_sqrt_nat"] = gain / math.sqrt(point[0]) if gain is not None and point and point[0] > 0 else None
-    spread = [statistics.variance(r["reward"] for r in g) for g in before if len(g) >= 2]
-    out["eval_optimum_per_sqrt_nat"] = math.sqrt(2 * sum(spread) / len(spread)) if spread else None
+    before_reward, after_reward = out["eval_reward_before"], out["eval_reward_after"]
+    out["eval_gain_per_sqrt_nat"] = (after_reward - before_reward) / math.sqrt(point[0]) \
+        if point and point[0] > 0 and before_reward is not None and after_reward is not None else None
+    out["eval_optimum_per_sqrt_nat"] = optimum_per_sqrt_nat(before)
     return out
+
+
+def optimum_per_sqrt_nat(before: list[list[dict[str, Any]]]) -> float | None:
+    """sqrt(2 Var(r)), Var(r) the mean over prompts of the variance of their "before" rewards (None without
+    a prompt sampled twice)."""
+    spread = [statistics.variance(r["reward"] for r in g) for g in before if len(g) >= 2]
+    return math.sqrt(2 * sum(spread) / len(spread)) if spread else None
 
 
 def summarise_run(run_dir: Path) -> dict[str, Any]:
